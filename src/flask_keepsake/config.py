@@ -1,0 +1,261 @@
+"""Configuration: every ``KEEPSAKE_*`` key, its default, and the checks made at start-up.
+
+The configuration is read and validated once, in ``init_app``; request handling only reads the
+resulting :class:`Settings`. A mistake raises :class:`~flask_keepsake.errors.ConfigError` naming
+the key. Every key is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+logger = logging.getLogger("flask_keepsake")
+
+#: Defaults of every Keepsake key. ``KEEPSAKE_COOKIE_SECURE`` is ``True``, or ``"auto"`` while
+#: ``app.debug`` is on; ``None`` here means "decided in init_app".
+DEFAULTS: dict[str, Any] = {
+    "KEEPSAKE_STORE": None,
+    # NIST SP 800-63B (AAL2) and the OWASP session cheat sheet: 30 minutes idle, 12 hours in all.
+    "KEEPSAKE_IDLE_TIMEOUT": timedelta(minutes=30),
+    "KEEPSAKE_ABSOLUTE_TIMEOUT": timedelta(hours=12),
+    "KEEPSAKE_TOUCH_INTERVAL": timedelta(seconds=60),
+    "KEEPSAKE_COOKIE_SECURE": None,
+    "KEEPSAKE_MAX_SESSION_BYTES": 64 * 1024,
+    "KEEPSAKE_SAVE_ON_ERROR": False,
+    "KEEPSAKE_RETRY_AFTER": 5,
+}
+
+# Flask's own defaults that are insecure for a session cookie, and what Keepsake uses instead.
+_FLASK_DEFAULT_NAME = "session"
+_HOST_PREFIX = "__Host-"
+_SECURE_PREFIX = "__Secure-"
+_SAMESITE_VALUES = {"strict": "Strict", "lax": "Lax", "none": "None"}
+
+CookieSecure = bool | Literal["auto"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one application (see ``docs/configuration.md``)."""
+
+    store_url: str | None
+    idle_timeout: float
+    absolute_timeout: float
+    touch_interval: float
+    cookie_secure: CookieSecure
+    cookie_name: str
+    loopback_cookie_name: str
+    cookie_domain: str | None
+    cookie_path: str
+    cookie_httponly: bool
+    cookie_samesite: str | None
+    cookie_partitioned: bool
+    permanent_lifetime: float
+    refresh_each_request: bool
+    max_session_bytes: int
+    save_on_error: bool
+    retry_after: int
+
+    @classmethod
+    def from_app(cls, app: Flask) -> Settings:
+        """Read, check and resolve the configuration of ``app``.
+
+        Writes the resolved cookie settings back to ``app.config`` (``SESSION_COOKIE_*``), so the
+        configuration tells the truth about the cookie that is sent, and logs once which of
+        Flask's insecure defaults it replaced.
+        """
+        config = app.config
+        for key, value in DEFAULTS.items():
+            config.setdefault(key, value)
+
+        idle = _seconds(config, "KEEPSAKE_IDLE_TIMEOUT")
+        absolute = _seconds(config, "KEEPSAKE_ABSOLUTE_TIMEOUT")
+        touch = _seconds(config, "KEEPSAKE_TOUCH_INTERVAL", allow_zero=True)
+        if idle > absolute:
+            raise ConfigError(
+                "KEEPSAKE_IDLE_TIMEOUT",
+                f"the idle timeout ({idle:g}s) is longer than KEEPSAKE_ABSOLUTE_TIMEOUT "
+                f"({absolute:g}s); make it shorter or equal.",
+            )
+        if touch >= idle:
+            raise ConfigError(
+                "KEEPSAKE_TOUCH_INTERVAL",
+                f"the touch interval ({touch:g}s) must be shorter than KEEPSAKE_IDLE_TIMEOUT "
+                f"({idle:g}s), or active users would time out.",
+            )
+
+        store_url = config["KEEPSAKE_STORE"]
+        if store_url is not None and not isinstance(store_url, str):
+            raise ConfigError("KEEPSAKE_STORE", "must be a URL string such as 'sqlite:///path'.")
+
+        secure = _cookie_secure(app)
+        replaced: list[str] = []
+
+        samesite_raw = config.get("SESSION_COOKIE_SAMESITE")
+        if samesite_raw is None:
+            samesite: str | None = "Lax"
+            replaced.append("SESSION_COOKIE_SAMESITE None -> 'Lax'")
+        elif isinstance(samesite_raw, str) and samesite_raw.lower() in _SAMESITE_VALUES:
+            samesite = _SAMESITE_VALUES[samesite_raw.lower()]
+        else:
+            raise ConfigError(
+                "SESSION_COOKIE_SAMESITE", "must be 'Lax', 'Strict', 'None' or unset (Lax)."
+            )
+        if samesite == "None" and secure is False:
+            raise ConfigError(
+                "SESSION_COOKIE_SAMESITE",
+                "SameSite=None requires a Secure cookie, and KEEPSAKE_COOKIE_SECURE is False; "
+                "browsers drop such a cookie.",
+            )
+
+        partitioned = bool(config.get("SESSION_COOKIE_PARTITIONED", False))
+        if partitioned and secure is False:
+            raise ConfigError(
+                "SESSION_COOKIE_PARTITIONED",
+                "a Partitioned cookie must be Secure, and KEEPSAKE_COOKIE_SECURE is False.",
+            )
+
+        domain = config.get("SESSION_COOKIE_DOMAIN") or None
+        path = config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/"
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError("SESSION_COOKIE_PATH", "must be an absolute path such as '/'.")
+        if domain is not None and not isinstance(domain, str):
+            raise ConfigError("SESSION_COOKIE_DOMAIN", "must be a host name string or unset.")
+
+        name = config.get("SESSION_COOKIE_NAME") or _FLASK_DEFAULT_NAME
+        if name == _FLASK_DEFAULT_NAME and secure is not False:
+            # __Host- binds the cookie to this exact host, over HTTPS, for the whole site: a
+            # sibling subdomain or a plain-HTTP man in the middle cannot plant or overwrite it.
+            prefix = _HOST_PREFIX if domain is None and path == "/" else _SECURE_PREFIX
+            name = prefix + _FLASK_DEFAULT_NAME
+            replaced.append(f"SESSION_COOKIE_NAME 'session' -> {name!r}")
+        _check_prefix(name, secure, domain, path)
+        loopback_name = name.removeprefix(_HOST_PREFIX).removeprefix(_SECURE_PREFIX)
+
+        if secure is not False and not config.get("SESSION_COOKIE_SECURE"):
+            replaced.append(f"SESSION_COOKIE_SECURE False -> {secure!r}")
+
+        lifetime = config.get("PERMANENT_SESSION_LIFETIME", timedelta(days=31))
+        if isinstance(lifetime, timedelta):
+            permanent_lifetime = lifetime.total_seconds()
+        elif isinstance(lifetime, int | float) and not isinstance(lifetime, bool):
+            permanent_lifetime = float(lifetime)
+        else:
+            raise ConfigError(
+                "PERMANENT_SESSION_LIFETIME", "must be a timedelta or a number of seconds."
+            )
+
+        max_bytes = config["KEEPSAKE_MAX_SESSION_BYTES"]
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1024:
+            raise ConfigError(
+                "KEEPSAKE_MAX_SESSION_BYTES", "must be an integer number of bytes, at least 1024."
+            )
+        retry_after = config["KEEPSAKE_RETRY_AFTER"]
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 1:
+            raise ConfigError("KEEPSAKE_RETRY_AFTER", "must be a whole number of seconds, >= 1.")
+
+        settings = cls(
+            store_url=store_url,
+            idle_timeout=idle,
+            absolute_timeout=absolute,
+            touch_interval=touch,
+            cookie_secure=secure,
+            cookie_name=name,
+            loopback_cookie_name=loopback_name,
+            cookie_domain=domain,
+            cookie_path=path,
+            cookie_httponly=bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
+            cookie_samesite=samesite,
+            cookie_partitioned=partitioned,
+            permanent_lifetime=permanent_lifetime,
+            refresh_each_request=bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
+            max_session_bytes=max_bytes,
+            save_on_error=_bool(config, "KEEPSAKE_SAVE_ON_ERROR"),
+            retry_after=retry_after,
+        )
+        config["SESSION_COOKIE_NAME"] = settings.cookie_name
+        config["SESSION_COOKIE_SECURE"] = settings.cookie_secure is True
+        config["SESSION_COOKIE_SAMESITE"] = settings.cookie_samesite
+        config["SESSION_COOKIE_PATH"] = settings.cookie_path
+        config["KEEPSAKE_COOKIE_SECURE"] = settings.cookie_secure
+        if replaced:
+            logger.info(
+                "Keepsake replaced Flask's insecure session cookie defaults for %r: %s.",
+                app.name,
+                "; ".join(replaced),
+            )
+        return settings
+
+
+def _seconds(config: Any, key: str, *, allow_zero: bool = False) -> float:
+    value = config[key]
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigError(key, "must be a timedelta or a number of seconds.")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(key, "must be a positive duration.")
+    return seconds
+
+
+def _bool(config: Any, key: str) -> bool:
+    value = config[key]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+        return value.lower() in {"true", "1", "yes"}
+    raise ConfigError(key, "must be True or False.")
+
+
+def _cookie_secure(app: Flask) -> CookieSecure:
+    value = app.config["KEEPSAKE_COOKIE_SECURE"]
+    if value is None:
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            return True
+        return "auto" if app.debug else True
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered == "auto":
+            return "auto"
+        if lowered in {"true", "1", "yes"}:
+            return True
+        if lowered in {"false", "0", "no"}:
+            value = False
+    if value is True:
+        return True
+    if value is False:
+        if not (app.debug or app.testing):
+            raise ConfigError(
+                "KEEPSAKE_COOKIE_SECURE",
+                "False is refused outside debug and testing: the session cookie would travel "
+                "over plain HTTP. Use 'auto' for development on http://localhost.",
+            )
+        return False
+    raise ConfigError("KEEPSAKE_COOKIE_SECURE", "must be True, False or 'auto'.")
+
+
+def _check_prefix(name: str, secure: CookieSecure, domain: str | None, path: str) -> None:
+    if not name.startswith(("__Host-", "__Secure-")):
+        return
+    if secure is False:
+        raise ConfigError(
+            "SESSION_COOKIE_NAME",
+            f"{name!r} has a __Host-/__Secure- prefix, which requires a Secure cookie, but "
+            "KEEPSAKE_COOKIE_SECURE is False.",
+        )
+    if name.startswith(_HOST_PREFIX) and (domain is not None or path != "/"):
+        raise ConfigError(
+            "SESSION_COOKIE_NAME",
+            f"{name!r} has the __Host- prefix, which forbids SESSION_COOKIE_DOMAIN and requires "
+            "SESSION_COOKIE_PATH '/'. Drop the Domain, or use the __Secure- prefix.",
+        )

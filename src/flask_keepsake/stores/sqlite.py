@@ -1,0 +1,448 @@
+"""The embedded default store: one SQLite file, shared by every thread and process of one machine.
+
+Each thread gets its own connection (SQLite connections must not be used by two threads at once),
+opened lazily and closed when the thread ends or the store is closed. The file runs in WAL mode,
+so loads never wait for a writer, and writes wait up to ``timeout`` seconds for one another before
+:class:`~flask_keepsake.errors.StoreUnavailable` is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import StoreUnavailable
+from .base import SessionRecord, Store, Touch
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS keepsake_sessions (
+        key TEXT PRIMARY KEY NOT NULL,
+        handle TEXT NOT NULL UNIQUE,
+        data TEXT NOT NULL,
+        user_id TEXT,
+        created REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        absolute_expires_at REAL NOT NULL,
+        auth_time REAL,
+        ip TEXT,
+        user_agent TEXT
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS keepsake_sessions_expires_at ON keepsake_sessions (expires_at)",
+    "CREATE INDEX IF NOT EXISTS keepsake_sessions_user_id ON keepsake_sessions (user_id, created)",
+)
+
+# Statement texts are constants so that sqlite3's per-connection statement cache always hits.
+_INSERT: Final = (
+    "INSERT INTO keepsake_sessions (key, handle, data, user_id, created, last_seen, expires_at, "
+    "absolute_expires_at, auth_time, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT: Final = (
+    "SELECT key, handle, data, user_id, created, last_seen, expires_at, absolute_expires_at, "
+    "auth_time, ip, user_agent FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
+)
+# One statement, so the delta is merged into whatever the row holds at this instant: keys this
+# request did not touch keep the value another request may have written since our load, and the
+# expiry condition means a revoked or expired session is never brought back. Values are always
+# strings, so a JSON null in the patch can only mean "delete this key" (RFC 7396 merge patch).
+_APPLY: Final = (
+    "UPDATE keepsake_sessions SET data = json_patch(data, ?), "
+    "last_seen = coalesce(?, last_seen), expires_at = coalesce(?, expires_at) "
+    "WHERE key = ? AND expires_at > ?"
+)
+_TOUCH: Final = (
+    "UPDATE keepsake_sessions SET last_seen = ?, expires_at = ? WHERE key = ? AND expires_at > ?"
+)
+_DELETE: Final = "DELETE FROM keepsake_sessions WHERE key = ?"
+_DELETE_LIVE: Final = "DELETE FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
+# A new record may take the key or handle of an expired one that purge_expired has not reached.
+_DELETE_EXPIRED_HOLDERS: Final = (
+    "DELETE FROM keepsake_sessions WHERE (key = ? OR handle = ?) AND expires_at <= ?"
+)
+_LIST_USER: Final = (
+    "SELECT key, handle, data, user_id, created, last_seen, expires_at, absolute_expires_at, "
+    "auth_time, ip, user_agent FROM keepsake_sessions WHERE user_id = ? AND expires_at > ? "
+    "ORDER BY created, key"
+)
+_DELETE_USER: Final = (
+    "DELETE FROM keepsake_sessions WHERE user_id = ? AND key IS NOT ? AND expires_at > ?"
+)
+_FIND_HANDLE: Final = (
+    "SELECT key FROM keepsake_sessions WHERE handle = ?1 AND expires_at > ?2 "
+    "AND (?3 IS NULL OR user_id = ?3)"
+)
+_PURGE: Final = (
+    "DELETE FROM keepsake_sessions WHERE key IN "
+    "(SELECT key FROM keepsake_sessions WHERE expires_at <= ? LIMIT ?)"
+)
+_COUNT: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at > ?"
+_COUNT_EXPIRED: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at <= ?"
+
+
+def _row_to_record(row: tuple[Any, ...]) -> SessionRecord:
+    return SessionRecord(
+        key=row[0],
+        handle=row[1],
+        data=json.loads(row[2]),
+        user_id=row[3],
+        created=row[4],
+        last_seen=row[5],
+        expires_at=row[6],
+        absolute_expires_at=row[7],
+        auth_time=row[8],
+        ip=row[9],
+        user_agent=row[10],
+    )
+
+
+def _record_params(record: SessionRecord) -> tuple[Any, ...]:
+    return (
+        record.key,
+        record.handle,
+        json.dumps(record.data, separators=(",", ":")),
+        record.user_id,
+        record.created,
+        record.last_seen,
+        record.expires_at,
+        record.absolute_expires_at,
+        record.auth_time,
+        record.ip,
+        record.user_agent,
+    )
+
+
+def _unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"SQLite session store {str(path)!r}: {exc}")
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the block in one write transaction, taken up front so it cannot deadlock later."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite rolls back by itself after some errors (disk full, I/O); a second ROLLBACK would
+        # then fail and hide the original error.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+class _Handle:
+    """Owns one thread's connection; its finalizer closes the connection when the thread ends."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+def _close_connection(
+    conn: sqlite3.Connection,
+    registry: dict[sqlite3.Connection, weakref.finalize[Any, Any]],
+    lock: threading.RLock,
+) -> None:
+    with lock:
+        registry.pop(conn, None)
+    conn.close()
+
+
+#: Every SQLiteStore alive in this process, so that a forked child can disown their connections.
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+#: Connections inherited from the parent process. SQLite must not touch them in the child, not
+#: even to close them, so they are kept here for the life of the process.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._disown_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SQLiteStore(Store):
+    """Keep session records in one SQLite database file.
+
+    :param path: the database file; missing parent directories are created on first use. The
+        sessions live in their own table, ``keepsake_sessions``, so the file may be shared.
+    :param timeout: how many seconds a write waits for another writer to finish before the
+        store raises :class:`~flask_keepsake.errors.StoreUnavailable`.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        if str(path) in ("", ":memory:"):
+            # Every thread opens its own connection, and each would get a private empty database.
+            raise ValueError(
+                "SQLiteStore needs a file path; use MemoryStore for an in-memory store"
+            )
+        self.path = Path(path)
+        self.timeout = timeout
+        self._lock = threading.RLock()
+        self._connections: dict[sqlite3.Connection, weakref.finalize[Any, Any]] = {}
+        self._local = threading.local()
+        self._initialized = False
+        self._closed = False
+        _STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r}>"
+
+    def describe(self) -> str:
+        """Return ``sqlite:///`` followed by the database path."""
+        return f"sqlite:///{self.path}"
+
+    # Connections.
+
+    def _conn(self) -> sqlite3.Connection:
+        try:
+            conn: sqlite3.Connection = self._local.handle.conn
+        except AttributeError:
+            conn = self._open()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            if not self._initialized:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread is off so that close() may close other threads' connections;
+            # each connection is still only ever used by the thread that opened it.
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise _unavailable(self.path, exc) from exc
+        try:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if not self._initialized:
+                self._initialize(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _unavailable(self.path, exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        handle = _Handle(conn)
+        # The finalizer fires when the thread ends and its thread-local handle is dropped, so
+        # servers that start a thread per request do not pile up open connections.
+        finalizer = weakref.finalize(handle, _close_connection, conn, self._connections, self._lock)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._connections[conn] = finalizer
+        if closed:
+            finalizer()
+            raise StoreUnavailable(f"SQLite session store {str(self.path)!r} has been closed")
+        self._local.handle = handle
+        return conn
+
+    def _initialize(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if self._initialized:
+                return
+            # journal_mode is stored in the file, so setting it once is enough for every
+            # connection and every process.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(
+                    f"SQLite session store {str(self.path)!r}: could not enable WAL journal mode "
+                    f"(got {mode!r}); the file system may not support it"
+                )
+            try:
+                conn.execute("SELECT json_patch('{}', '{}')")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(
+                    f"this SQLite library ({sqlite3.sqlite_version}) lacks the JSON functions "
+                    "the session store needs"
+                ) from exc
+            with _immediate(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            self._initialized = True
+
+    def _disown_connections(self) -> None:
+        """Forget, without closing, the connections inherited by a forked child."""
+        for conn, finalizer in self._connections.items():
+            finalizer.detach()
+            _INHERITED.append(conn)
+        self._connections = {}
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
+    def close(self) -> None:
+        """Close every connection this store opened, in any thread."""
+        with self._lock:
+            self._closed = True
+            finalizers = list(self._connections.values())
+            old_local, self._local = self._local, threading.local()
+        # Dropping the old thread-local outside the lock: it fires the finalizers, which lock.
+        del old_local
+        for finalizer in finalizers:
+            finalizer()
+
+    # The contract.
+
+    def create(self, record: SessionRecord) -> None:
+        """Store a new record; see :meth:`Store.create`.
+
+        ``create`` receives no clock, so a record under the same key or handle counts as expired
+        when its ``expires_at`` is at or before the new record's ``created``.
+        """
+        conn = self._conn()
+        try:
+            with _immediate(conn):
+                conn.execute(_DELETE_EXPIRED_HOLDERS, (record.key, record.handle, record.created))
+                conn.execute(_INSERT, _record_params(record))
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(
+                "a live session record with this key or handle already exists"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+
+    def load(self, key: str, now: float) -> SessionRecord | None:
+        """Return the live record under ``key`` in one SELECT; see :meth:`Store.load`."""
+        try:
+            row = self._conn().execute(_SELECT, (key, now)).fetchone()
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return None if row is None else _row_to_record(row)
+
+    def apply(
+        self,
+        key: str,
+        changed: Mapping[str, str],
+        deleted: Collection[str],
+        now: float,
+        touch: Touch | None = None,
+    ) -> bool:
+        """Apply a per-key delta in one UPDATE; see :meth:`Store.apply`.
+
+        A key named in both ``changed`` and ``deleted`` ends up deleted.
+        """
+        patch: dict[str, str | None] = dict(changed)
+        for name in deleted:
+            patch[name] = None
+        params = (
+            json.dumps(patch, separators=(",", ":")),
+            None if touch is None else touch.last_seen,
+            None if touch is None else touch.expires_at,
+            key,
+            now,
+        )
+        try:
+            cursor = self._conn().execute(_APPLY, params)
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount > 0
+
+    def touch(self, key: str, touch: Touch, now: float) -> bool:
+        """Refresh ``last_seen`` and ``expires_at``; see :meth:`Store.touch`."""
+        try:
+            cursor = self._conn().execute(_TOUCH, (touch.last_seen, touch.expires_at, key, now))
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount > 0
+
+    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
+        """Swap the record under ``old_key`` for ``record`` in one transaction.
+
+        See :meth:`Store.rename`. Raise ``ValueError``, changing nothing, if another live record
+        already holds ``record.key`` or ``record.handle``.
+        """
+        conn = self._conn()
+        try:
+            with _immediate(conn):
+                # Deleting first frees the handle, which the new record usually keeps.
+                if conn.execute(_DELETE_LIVE, (old_key, now)).rowcount == 0:
+                    return False
+                conn.execute(_DELETE_EXPIRED_HOLDERS, (record.key, record.handle, now))
+                conn.execute(_INSERT, _record_params(record))
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(
+                "a live session record with this key or handle already exists"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return True
+
+    def delete(self, key: str) -> bool:
+        """Delete the record under ``key``; see :meth:`Store.delete`.
+
+        ``delete`` receives no clock, so the result says whether any record, live or expired but
+        not yet purged, was removed.
+        """
+        try:
+            cursor = self._conn().execute(_DELETE, (key,))
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount > 0
+
+    def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
+        """Return the user's live records, oldest first; see :meth:`Store.list_user`."""
+        try:
+            rows = self._conn().execute(_LIST_USER, (user_id, now)).fetchall()
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return [_row_to_record(row) for row in rows]
+
+    def delete_user(self, user_id: str, now: float, *, except_key: str | None = None) -> int:
+        """Delete the user's live records except ``except_key``; see :meth:`Store.delete_user`.
+
+        The user's expired records are left to :meth:`purge_expired`; no method can see them.
+        """
+        try:
+            cursor = self._conn().execute(_DELETE_USER, (user_id, except_key, now))
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount
+
+    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
+        """Delete the live record named ``handle``; see :meth:`Store.delete_handle`."""
+        conn = self._conn()
+        try:
+            with _immediate(conn):
+                row = conn.execute(_FIND_HANDLE, (handle, now, user_id)).fetchone()
+                if row is not None:
+                    conn.execute(_DELETE, (row[0],))
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return None if row is None else str(row[0])
+
+    def purge_expired(self, now: float, batch_size: int = 1000) -> int:
+        """Delete up to ``batch_size`` expired records; see :meth:`Store.purge_expired`."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        try:
+            cursor = self._conn().execute(_PURGE, (now, batch_size))
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount
+
+    def count(self, now: float) -> int:
+        """Return the number of live records; see :meth:`Store.count`."""
+        return self._count(_COUNT, now)
+
+    def count_expired(self, now: float) -> int:
+        """Return the number of expired records; see :meth:`Store.count_expired`."""
+        return self._count(_COUNT_EXPIRED, now)
+
+    def _count(self, statement: str, now: float) -> int:
+        try:
+            row = self._conn().execute(statement, (now,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return int(row[0])

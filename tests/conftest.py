@@ -1,0 +1,119 @@
+"""Fixtures shared by the engine tests: stores by id, a fake clock, an app factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, Response, request, session
+
+from flask_keepsake import Keepsake
+from flask_keepsake.stores.base import Store
+from flask_keepsake.stores.memory import MemoryStore
+from flask_keepsake.stores.sqlite import SQLiteStore
+
+from .helpers import FakeClock, SpyStore
+
+#: Store id -> factory(tmp_path). The engine tests run once per entry.
+ENGINE_STORES: dict[str, Callable[[Path], Store]] = {
+    "memory": lambda tmp: MemoryStore(),
+    "sqlite": lambda tmp: SQLiteStore(tmp / "sessions.sqlite3"),
+}
+
+
+@pytest.fixture(params=sorted(ENGINE_STORES))
+def engine_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A real, empty store of each kind."""
+    store = ENGINE_STORES[request.param](tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock shared by the app and the test."""
+    return FakeClock()
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(engine_store: Store, clock: FakeClock) -> AppFactory:
+    """Build a test app on a spied real store; keyword arguments go to ``app.config``."""
+
+    def factory(**config: Any) -> Flask:
+        app = Flask(__name__)
+        app.config.update(TESTING=True, SECRET_KEY="test-secret-key-0123456789abcdef")
+        app.config.update(config)
+        keepsake = Keepsake(app, store=SpyStore(engine_store), clock=clock)
+        app.config["TEST_KEEPSAKE"] = keepsake
+        add_routes(app, keepsake)
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    """A test app with default configuration."""
+    return make_app()
+
+
+def spy(app: Flask) -> SpyStore:
+    """The spied store of an app built by ``make_app``."""
+    store = app.extensions["keepsake"].store
+    assert isinstance(store, SpyStore)
+    return store
+
+
+def add_routes(app: Flask, keepsake: Keepsake) -> None:
+    """Small routes that exercise the session from tests."""
+
+    @app.get("/noop")
+    def noop() -> str:
+        return "ok"
+
+    @app.get("/get/<key>")
+    def get(key: str) -> str:
+        return repr(session.get(key))
+
+    @app.post("/set/<key>")
+    def set_(key: str) -> str:
+        session[key] = request.get_data(as_text=True)
+        return "ok"
+
+    @app.post("/del/<key>")
+    def delete(key: str) -> str:
+        session.pop(key, None)
+        return "ok"
+
+    @app.get("/keys")
+    def keys() -> str:
+        return ",".join(sorted(session))
+
+    @app.post("/login/<user_id>")
+    def login(user_id: str) -> str:
+        keepsake.login(user_id)
+        return "ok"
+
+    @app.post("/logout")
+    def logout() -> str:
+        keepsake.logout()
+        return "ok"
+
+    @app.post("/regenerate")
+    def regenerate() -> str:
+        keepsake.regenerate()
+        return "ok"
+
+    @app.get("/whoami")
+    def whoami() -> str:
+        return keepsake.current_user_id or "anonymous"
+
+    @app.post("/fail/<key>")
+    def fail(key: str) -> Response:
+        session[key] = "half-done"
+        return Response("boom", status=500)
