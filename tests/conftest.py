@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,22 +10,14 @@ from flask import Flask, Response, request, session
 
 from flask_keepsake import Keepsake
 from flask_keepsake.stores.base import Store
-from flask_keepsake.stores.memory import MemoryStore
-from flask_keepsake.stores.sqlite import SQLiteStore
 
 from .helpers import FakeClock, SpyStore
+from .store_registry import STORES
 
-#: Store id -> factory(tmp_path). The engine tests run once per entry.
-ENGINE_STORES: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "sqlite": lambda tmp: SQLiteStore(tmp / "sessions.sqlite3"),
-}
-
-
-@pytest.fixture(params=sorted(ENGINE_STORES))
-def engine_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A real, empty store of each kind."""
-    store = ENGINE_STORES[request.param](tmp_path)
+@pytest.fixture(params=list(STORES))
+def engine_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A real, empty store of each kind in ``tests/store_registry.STORES``."""
+    store = STORES[request.param].factory(request)
     yield store
     store.close()
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import NOW, TTL, key_for, make_record
+from .store_helpers import NOW, TTL, key_for, make_record
 
 from flask_keepsake.errors import StoreUnavailable
 from flask_keepsake.stores import SQLiteStore, Touch
