@@ -54,7 +54,10 @@ class SessionRecord:
 
 @dataclass(slots=True, frozen=True)
 class Touch:
-    """New ``last_seen`` and ``expires_at`` values for a record, applied with a delta or alone."""
+    """New ``last_seen`` and ``expires_at`` values for a record, applied with a delta or alone.
+
+    The caller caps ``expires_at`` at the record's ``absolute_expires_at``; stores store it as is.
+    """
 
     last_seen: float
     expires_at: float
@@ -75,7 +78,8 @@ class Store(abc.ABC):
 
         If a live record with the same key or handle exists, raise ``ValueError`` and leave it
         unchanged (keys are digests of 256-bit random tokens, so this never happens by chance).
-        An expired record under the same key may be replaced.
+        ``record.created`` is "now" for this call: a record under the same key whose
+        ``expires_at`` is at or before it is expired and may be replaced.
         """
 
     @abc.abstractmethod
@@ -98,8 +102,8 @@ class Store(abc.ABC):
 
         Set every key in ``changed`` to its new serialized value, remove every key in
         ``deleted`` (absent keys are ignored), and when ``touch`` is given also set
-        ``last_seen`` and ``expires_at`` from it. Keys that appear in neither are left exactly as
-        they are in the store *now*, even if another request changed them after this one loaded
+        ``last_seen`` and ``expires_at`` from it. A key in both ``changed`` and ``deleted`` is
+        deleted. Keys that appear in neither are left exactly as they are in the store *now*, even if another request changed them after this one loaded
         the record: that is what keeps overlapping requests from losing each other's writes.
 
         Return ``False``, and write nothing, if no live record exists (it was deleted, revoked or
@@ -121,7 +125,9 @@ class Store(abc.ABC):
         the moment the new one starts. The whole new record, data included, is given, so any
         change made under the old key after the caller loaded it is superseded.
 
-        Return ``False``, and write nothing, if no live record exists under ``old_key``. Where the
+        Return ``False``, and write nothing, if no live record exists under ``old_key``. If
+        another live record already holds ``record.key`` or ``record.handle``, raise
+        ``ValueError`` and change nothing. Where the
         backend can make the swap atomic it must; a backend that cannot (a cross-slot rename in
         Redis Cluster) must create the new record before it deletes the old one, so there is never
         a moment with neither.
@@ -129,7 +135,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, key: str) -> bool:
-        """Delete the record under ``key``. Return whether a live record was deleted."""
+        """Delete the record under ``key``, live or expired. Return whether one was deleted."""
 
     @abc.abstractmethod
     def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
@@ -153,7 +159,7 @@ class Store(abc.ABC):
         """Delete at most ``batch_size`` expired records and return how many were deleted.
 
         Callers loop until it returns 0. A batch must be short enough not to stall concurrent
-        requests for long.
+        requests for long. ``batch_size`` below 1 raises ``ValueError``.
         """
 
     @abc.abstractmethod
