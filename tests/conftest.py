@@ -14,6 +14,7 @@ from flask_keepsake.stores.base import Store
 from .helpers import FakeClock, SpyStore
 from .store_registry import STORES
 
+
 @pytest.fixture(params=list(STORES))
 def engine_store(request: pytest.FixtureRequest) -> Iterator[Store]:
     """A real, empty store of each kind in ``tests/store_registry.STORES``."""

@@ -47,7 +47,8 @@ def test_cookie_carries_token_and_store_key_is_its_digest(app: Flask) -> None:
     assert record is not None
     assert record.key == key
     assert token not in repr(record)
-    assert record.handle and record.handle not in token
+    assert record.handle
+    assert record.handle not in token
 
 
 def test_handle_is_not_derived_from_token(app: Flask) -> None:

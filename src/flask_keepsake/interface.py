@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ class Engine:
         response.set_cookie(
             name,
             token,
-            expires=None if expires is None else datetime.fromtimestamp(expires, timezone.utc),
+            expires=None if expires is None else datetime.fromtimestamp(expires, UTC),
             path=s.cookie_path,
             domain=s.cookie_domain,
             secure=secure,
@@ -317,7 +317,9 @@ class Engine:
         """The application's 503 response, with ``Retry-After``."""
         exc = ServiceUnavailable(retry_after=self.settings.retry_after)
         rv: Any = app.handle_http_exception(exc)
-        response = rv.get_response() if isinstance(rv, HTTPException) else app.make_response(rv)
+        if isinstance(rv, HTTPException):
+            rv = rv.get_response()
+        response = app.make_response(rv)
         response.headers["Retry-After"] = str(self.settings.retry_after)
         response.cache_control.no_store = True
         return response

@@ -61,7 +61,7 @@ class ServerSession(dict[str, Any], SessionMixin):
     _token = None
     _stale_cookie = False
     _record = None
-    _loaded = {}  # noqa: RUF012 - replaced, never mutated
+    _loaded = {}
     _rotate = None
     _user_id = None
     _auth_time = None

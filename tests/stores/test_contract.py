@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from .store_helpers import NOW, TTL, key_for, make_record
 
 from flask_keepsake.stores import SessionRecord, Store, Touch
+
+from .store_helpers import NOW, TTL, key_for, make_record
 
 EXPIRES = NOW + TTL
 

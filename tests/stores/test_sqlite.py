@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from .store_helpers import NOW, TTL, key_for, make_record
 
 from flask_keepsake.errors import StoreUnavailable
 from flask_keepsake.stores import SQLiteStore, Touch
+
+from .store_helpers import NOW, TTL, key_for, make_record
 
 
 @pytest.fixture

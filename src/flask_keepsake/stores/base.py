@@ -103,8 +103,9 @@ class Store(abc.ABC):
         Set every key in ``changed`` to its new serialized value, remove every key in
         ``deleted`` (absent keys are ignored), and when ``touch`` is given also set
         ``last_seen`` and ``expires_at`` from it. A key in both ``changed`` and ``deleted`` is
-        deleted. Keys that appear in neither are left exactly as they are in the store *now*, even if another request changed them after this one loaded
-        the record: that is what keeps overlapping requests from losing each other's writes.
+        deleted. Keys that appear in neither are left exactly as they are in the store *now*,
+        even if another request changed them after this one loaded the record: that is what
+        keeps overlapping requests from losing each other's writes.
 
         Return ``False``, and write nothing, if no live record exists (it was deleted, revoked or
         expired meanwhile): a delta never resurrects a session.
