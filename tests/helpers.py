@@ -34,10 +34,12 @@ class SpyStore(Store):
         self.name = inner.name
         self.calls: Counter[str] = Counter()
         self.down = False
+        #: Methods that fail as if the store went down just for them.
+        self.fail_on: set[str] = set()
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         self.calls[method] += 1
-        if self.down:
+        if self.down or method in self.fail_on:
             raise StoreUnavailable(f"{self.name} is down (simulated)")
         return getattr(self.inner, method)(*args, **kwargs)
 
