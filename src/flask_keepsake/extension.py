@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from flask import current_app, g
 from flask.globals import request_ctx
 
+from . import signals
 from .config import Settings
 from .errors import NotInitialized, StoreUnavailable
 from .interface import Engine, KeepsakeSessionInterface
@@ -155,10 +156,18 @@ class Keepsake:
         a new anonymous session. Flask-Login's ``logout_user`` calls this for you.
         """
         engine, session = self._session()
-        if session._record is not None:
-            engine.store.delete(session._record.key)
+        record = session._record
+        if record is not None:
+            engine.store.delete(record.key)
         self._reset(session)
         self._drop_csrf(engine, session)
+        if record is not None:
+            signals.session_destroyed.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                handle=record.handle,
+                user_id=record.user_id,
+                reason="logout",
+            )
 
     def regenerate(self) -> None:
         """Give the current session a new token at the end of the request, keeping its data.
@@ -210,6 +219,12 @@ class Keepsake:
         if key is None:
             return False
         security_logger.info("Session %s revoked.", handle)
+        signals.session_revoked.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            handle=handle,
+            user_id=uid,
+            count=1,
+        )
         session = self._current_session_or_none()
         if session is not None and session._record is not None and session._record.key == key:
             self._reset(session)
@@ -225,7 +240,13 @@ class Keepsake:
             return 0
         except_key = current_key if keep_current else None
         count = engine.store.delete_user(uid, engine.clock(), except_key=except_key)
-        security_logger.info("%d session(s) of a user revoked.", count)
+        security_logger.info("%d session(s) of user %s revoked.", count, uid)
+        signals.session_revoked.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            handle=None,
+            user_id=uid,
+            count=count,
+        )
         session = self._current_session_or_none()
         if (
             not keep_current

@@ -18,7 +18,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from . import serialize
+from . import serialize, signals
 from .errors import SessionTooLarge, StoreUnavailable
 from .session import ServerSession, _UnloadedSession, mark_loaded
 from .stores.base import SessionRecord, Touch
@@ -205,12 +205,14 @@ class Engine:
         # stored record exactly as it was.
         data = self.serialize(session)
         try:
-            self._write(session, response, data)
+            self._write(app, session, response, data)
         except StoreUnavailable as exc:
             logger.error("Session store unavailable while saving: %s", exc)
             replace_response(app, response, self.unavailable_response(app))
 
-    def _write(self, session: ServerSession, response: Response, data: dict[str, str]) -> None:
+    def _write(
+        self, app: Flask, session: ServerSession, response: Response, data: dict[str, str]
+    ) -> None:
         request = session._request
         assert request is not None
         record = session._record
@@ -229,6 +231,8 @@ class Engine:
             self.store.create(record)
             self._adopt(session, token, record, data)
             self.set_cookie(response, request, token, self._expiry(record, now, permanent))
+            if signals.session_created.receivers:
+                signals.session_created.send(app, handle=record.handle, user_id=record.user_id)
             return
 
         if session._rotate is not None:
@@ -251,8 +255,12 @@ class Engine:
                     self._forget(session, response, request)
                     return
                 self.store.create(new)
+            reason = session._rotate
             self._adopt(session, token, new, data)
             self.set_cookie(response, request, token, self._expiry(new, now, permanent))
+            signals.session_regenerated.send(
+                app, handle=new.handle, old_handle=record.handle, user_id=new.user_id, reason=reason
+            )
             return
 
         loaded = session._loaded
@@ -261,6 +269,9 @@ class Engine:
             # removes the cookie of a session modified to be empty, the session ends.
             self.store.delete(record.key)
             self._forget(session, response, request)
+            signals.session_destroyed.send(
+                app, handle=record.handle, user_id=record.user_id, reason="emptied"
+            )
             return
 
         changed = {k: v for k, v in data.items() if loaded.get(k) != v}
