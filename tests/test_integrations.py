@@ -128,7 +128,7 @@ def test_csrf_token_rotated_at_login(make_app: AppFactory) -> None:
     client.post("/fl-login/1", data={"csrf_token": before})
     after = client.get("/token").data.decode()
     assert after != before
-    assert client.post("/protected", data={"csrf_token": before}).status_code == 400
+    assert client.post("/protected", data={"csrf_token": before}).status_code == 403
     assert client.post("/protected", data={"csrf_token": after}).data == b"done"
 
 

@@ -31,6 +31,13 @@ DEFAULTS: dict[str, Any] = {
     "KEEPSAKE_MAX_SESSION_BYTES": 64 * 1024,
     "KEEPSAKE_SAVE_ON_ERROR": False,
     "KEEPSAKE_RETRY_AFTER": 5,
+    # Declared cookies, consent and CSRF: validated by cookies.init_cookies and csrf.init_csrf.
+    "KEEPSAKE_CONSENT_COOKIE": "consent",
+    # About six months: how long the CNIL advises a consent choice be remembered.
+    "KEEPSAKE_CONSENT_MAX_AGE": timedelta(days=180),
+    "KEEPSAKE_CONSENT_CATEGORIES": (),
+    "KEEPSAKE_CHECK_ORIGIN": False,
+    "KEEPSAKE_TRUSTED_ORIGINS": (),
 }
 
 # Flask's own defaults that are insecure for a session cookie, and what Keepsake uses instead.

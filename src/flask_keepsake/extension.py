@@ -14,15 +14,22 @@ from flask import current_app, g
 from flask.globals import request_ctx
 
 from . import signals
+from .cli import keepsake_cli
 from .config import Settings
+from .cookies import CookieRegistry, DeclaredCookie, current_jar, init_cookies
 from .errors import NotInitialized, StoreUnavailable
 from .interface import Engine, KeepsakeSessionInterface
 from .session import ServerSession, _UnloadedSession
 from .store_url import store_from_url
 
 if TYPE_CHECKING:
-    from flask import Flask, Response
+    from collections.abc import Iterable
 
+    from flask import Flask, Response
+    from werkzeug.wrappers import Response as BaseResponse
+
+    from .consent import Consent
+    from .cookies import CookiePolicyEntry, SameSite
     from .stores.base import SessionRecord, Store
 
 logger = logging.getLogger("flask_keepsake")
@@ -75,6 +82,10 @@ class Keepsake:
     ) -> None:
         self._store = store
         self._clock = clock
+        # Declarations belong to the extension, like a blueprint's routes: every app it serves
+        # has the same cookies. Per-app state (keys, consent settings) is the CookieJar in
+        # app.extensions["keepsake_cookies"].
+        self._cookies = CookieRegistry()
         if app is not None:
             self.init_app(app)
 
@@ -96,11 +107,13 @@ class Keepsake:
         app.extensions["keepsake"] = engine
         app.session_interface = KeepsakeSessionInterface()
         app.register_error_handler(StoreUnavailable, _store_unavailable)
+        app.cli.add_command(keepsake_cli)
 
         from .integrations import connect_flask_login
 
         connect_flask_login(app, self)
         logger.debug("Keepsake set up for %r with %s.", app.name, store.describe())
+        init_cookies(app, engine, self._cookie_registry())
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -312,6 +325,107 @@ class Keepsake:
         # must go so that a token seen before login is useless after it.
         session.pop(field, None)
         g.pop(field, None)
+
+    # -- declared cookies ------------------------------------------------------------------
+
+    def _cookie_registry(self) -> CookieRegistry:
+        return self._cookies
+
+    def cookie(
+        self,
+        name: str,
+        *,
+        purpose: str,
+        category: str,
+        max_age: timedelta | int | None = None,
+        signed: bool = False,
+        encrypted: bool = False,
+        http_only: bool = True,
+        secure: bool = True,
+        same_site: SameSite = "Lax",
+        path: str = "/",
+        domain: str | None = None,
+        partitioned: bool = False,
+        prefix: bool = True,
+    ) -> DeclaredCookie:
+        """Declare a cookie once; set, read and delete it through what this returns.
+
+        ::
+
+            theme = keepsake.cookie("theme", purpose="Remembers your colour theme",
+                                    category="preferences", max_age=timedelta(days=365))
+            theme.set(response, "dark");  theme.get();  theme.delete(response)
+
+        Declare at module level, next to ``Keepsake()``: the declaration is shared by every
+        application this extension is set up on. It is checked now against RFC 6265bis, and
+        against each application (``SECRET_KEY``, categories, names) now or at ``init_app``.
+
+        :param name: the cookie's name, an RFC 6265bis token. Over HTTPS it is sent with the
+            ``__Host-`` prefix (``__Secure-`` with a ``domain`` or a ``path`` other than ``/``)
+            unless ``prefix=False`` or the name already has a prefix.
+        :param purpose: why the cookie exists, in a sentence, for the cookie policy.
+        :param category: ``"essential"`` (always allowed), ``"preferences"``, ``"analytics"``,
+            ``"marketing"`` or one of ``KEEPSAKE_CONSENT_CATEGORIES``; any but essential is only
+            set and read with the visitor's consent.
+        :param max_age: lifetime (at most 400 days); ``None`` until the browser closes. Signed
+            and encrypted values older than this are refused even if a client kept them.
+        :param signed: tamper-evident with ``SECRET_KEY`` (readable by the client).
+        :param encrypted: unreadable and tamper-proof (AES-GCM) with ``SECRET_KEY``.
+        :param http_only: keep it from page scripts; pass ``False`` only if script must read it.
+        :param secure: only over HTTPS; ``False`` also forbids prefix, ``SameSite=None`` and
+            ``Partitioned``.
+        :param same_site: ``"Lax"``, ``"Strict"`` or ``"None"`` (needs ``secure``).
+        :param path: the ``Path`` attribute.
+        :param domain: the ``Domain`` attribute; ``None`` (the default) keeps the cookie on this
+            exact host.
+        :param partitioned: CHIPS partitioned storage, for cookies used in a third-party frame.
+        :param prefix: add the ``__Host-``/``__Secure-`` prefix to the name over HTTPS.
+        :raise CookieDeclarationError: the declaration breaks a rule or repeats a name.
+        :raise ConfigError: an application it is set up on cannot serve it (names the key).
+        """
+        registry = self._cookie_registry()
+        declared = DeclaredCookie(
+            name,
+            purpose=purpose,
+            category=category,
+            max_age=max_age,
+            signed=signed,
+            encrypted=encrypted,
+            http_only=http_only,
+            secure=secure,
+            same_site=same_site,
+            path=path,
+            domain=domain,
+            partitioned=partitioned,
+            prefix=prefix,
+            registry=registry,
+        )
+        registry.declare(declared)
+        return declared
+
+    def cookie_policy(self) -> list[CookiePolicyEntry]:
+        """Every cookie of the current application, for a cookie policy page.
+
+        The session cookie first, then Flask-Login's remember-me cookie (if Flask-Login is set
+        up), the consent cookie, and the declared cookies in the order they were declared.
+        """
+        return current_jar().policy()
+
+    def consent(self) -> Consent:
+        """The current visitor's consent by category (``decided`` is False before any choice).
+
+        The response then varies on ``Cookie`` (it may show a banner to some visitors only).
+        """
+        return current_jar().consent(for_page=True)
+
+    def set_consent(self, response: BaseResponse, categories: Iterable[str]) -> Consent:
+        """Record on ``response`` that the visitor allows ``categories`` (and ``essential``).
+
+        Replaces the previous choice. Cookies of categories no longer allowed are deleted on this
+        response; unknown category names (client input) are ignored and logged. The new consent
+        applies at once: a cookie set later in this request sees it.
+        """
+        return current_jar().set_consent(response, categories)
 
 
 def _store_unavailable(exc: StoreUnavailable) -> Response:

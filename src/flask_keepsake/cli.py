@@ -1,0 +1,929 @@
+"""``flask keepsake``: audit the configuration, and look at and end sessions from the command line.
+
+``init_app`` adds the group to ``app.cli``, so every application set up with Keepsake has::
+
+    flask keepsake check      # a security audit of the configuration, like Django's check --deploy
+    flask keepsake stats      # the store, where it lives, how many sessions, how many expired
+    flask keepsake cleanup    # purge expired sessions in short batches (cron on SQLite)
+    flask keepsake list --user ID
+    flask keepsake revoke --user ID | --handle HANDLE | --all --yes
+
+Every command runs inside the application context and goes through the store contract only, so it
+works the same on every store. ``docs/cli.md`` documents each command and option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, ScriptInfo
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import signals
+from .errors import NotInitialized, StoreUnavailable
+from .interface import Engine, _is_loopback
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .extension import Keepsake, SessionInfo
+
+security_logger = logging.getLogger("flask_keepsake.security")
+
+#: A finding's severity. ``check`` fails on errors, and on warnings unless ``--fail-level error``;
+#: notes never fail it.
+Severity = Literal["error", "warning", "note"]
+
+_SEVERITY_RANK: dict[str, int] = {"note": 0, "warning": 1, "error": 2}
+
+#: The environment variable through which ``check`` hands a random salt to the second process it
+#: starts; that process prints an HMAC of its SECRET_KEY under that salt, never the key.
+SALT_ENV = "KEEPSAKE_CHECK_SALT"
+_DIGEST_PREFIX = "keepsake-secret-digest:"
+
+# Values seen in tutorials and templates. A key like these is as good as public.
+_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me",
+        "change_me",
+        "changeme",
+        "default",
+        "dev",
+        "development",
+        "flask",
+        "keepsake",
+        "mysecret",
+        "password",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "secretkey",
+        "super secret key",
+        "super-secret",
+        "super-secret-key",
+        "supersecret",
+        "test",
+        "testing",
+        "your-secret-key",
+        "your_secret_key",
+    }
+)
+_MIN_SECRET_CHARS = 32
+_MIN_SECRET_BYTES = 16
+_MIN_SECRET_DISTINCT = 5
+
+# NIST SP 800-63B (rev. 3): AAL2 asks for re-authentication after 30 minutes idle and 12 hours in
+# all; AAL1 after 30 days in all. Keepsake's defaults are the AAL2 values.
+_AAL2_IDLE = 30 * 60
+_AAL2_ABSOLUTE = 12 * 3600
+_AAL1_ABSOLUTE = 30 * 24 * 3600
+
+# A key no token can hash to (SHA-256 hex is lowercase): a read of it tests the store cheaply.
+_PROBE_KEY = "keepsake-check-probe"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One result of :func:`audit`.
+
+    :param id: a stable identifier such as ``"KS101"``, for ``--ignore`` and for searching the
+        docs (``docs/cli.md`` lists every id).
+    :param severity: ``"error"``, ``"warning"`` or ``"note"``.
+    :param message: what is wrong and what it means for users.
+    :param fix: what to change.
+    """
+
+    id: str
+    severity: Severity
+    message: str
+    fix: str
+
+
+keepsake_cli = AppGroup(
+    "keepsake",
+    help="Keepsake sessions: audit the configuration, show statistics, clean up, list, revoke.",
+)
+
+
+def _engine() -> Engine:
+    engine = current_app.extensions.get("keepsake")
+    if not isinstance(engine, Engine):
+        raise click.ClickException(
+            f"Keepsake is not set up on the application {current_app.name!r}: call "
+            "Keepsake(app) or keepsake.init_app(app) in the application factory."
+        )
+    return engine
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turn a store outage into a clear message on stderr and exit status 1."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise click.ClickException(f"The session store is unavailable: {exc}") from exc
+
+
+def _keepsake() -> Keepsake:
+    # Keepsake's lifecycle API only needs the current app, which every command has; imported
+    # here because extension.py imports this module to register the group.
+    from .extension import Keepsake
+
+    return Keepsake()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def _seconds_text(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+def audit(app: Flask, *, url: str | None = None, behind_proxy: bool = False) -> list[Finding]:
+    """Audit the Keepsake and Flask configuration of ``app``; return the findings, worst first.
+
+    This is what ``flask keepsake check`` runs, minus the second process it starts to compare
+    ``SECRET_KEY`` across restarts. Call it from your own tests to keep a deployment honest::
+
+        assert [f.id for f in audit(app) if f.severity == "error"] == []
+
+    :param url: the public address of the site (``https://example.com``), when known: checks the
+        scheme and the cookie Domain against it.
+    :param behind_proxy: the application runs behind a reverse proxy or load balancer, so
+        ``ProxyFix`` (or an equivalent middleware) must translate the ``X-Forwarded-*`` headers.
+    :raises ValueError: ``url`` is not an ``http`` or ``https`` URL.
+    :raises ~flask_keepsake.errors.NotInitialized: Keepsake is not set up on ``app``.
+    """
+    engine = app.extensions.get("keepsake")
+    if not isinstance(engine, Engine):
+        raise NotInitialized(f"Keepsake is not set up on the application {app.name!r}.")
+    findings: list[Finding] = []
+    findings += _check_mode(app)
+    findings += _check_cookie(engine, url)
+    findings += _check_secret(app)
+    findings += _check_timeouts(engine)
+    findings += _check_store(app, engine)
+    findings += _check_transport(app, url, behind_proxy)
+    findings.sort(key=lambda f: (-_SEVERITY_RANK[f.severity], f.id))
+    return findings
+
+
+def _check_mode(app: Flask) -> list[Finding]:
+    if not app.debug:
+        return []
+    return [
+        Finding(
+            "KS100",
+            "warning",
+            "Debug mode is on: the Werkzeug debugger can run code sent by the browser, and "
+            "plain-HTTP loopback requests get the session cookie without Secure.",
+            "Do not pass --debug or set FLASK_DEBUG in production.",
+        )
+    ]
+
+
+def _check_cookie(engine: Engine, url: str | None) -> list[Finding]:
+    s = engine.settings
+    out: list[Finding] = []
+    if s.cookie_secure is False:
+        out.append(
+            Finding(
+                "KS101",
+                "error",
+                "The session cookie is not Secure (KEEPSAKE_COOKIE_SECURE = False): it travels "
+                "over plain HTTP, where anyone on the network path can read and replay it.",
+                "Remove KEEPSAKE_COOKIE_SECURE (it defaults to True) and serve the site over "
+                "HTTPS.",
+            )
+        )
+    elif s.cookie_secure == "auto":
+        out.append(
+            Finding(
+                "KS102",
+                "warning",
+                "KEEPSAKE_COOKIE_SECURE is 'auto': plain-HTTP requests whose Host header names a "
+                "loopback address get the session cookie without Secure. The Host header is "
+                "chosen by the client.",
+                "Use True (the default outside debug mode) in production.",
+            )
+        )
+    if not s.cookie_httponly:
+        out.append(
+            Finding(
+                "KS103",
+                "warning",
+                "The session cookie is not HttpOnly (SESSION_COOKIE_HTTPONLY = False): page "
+                "script, and so any XSS bug, can read the session token.",
+                "Remove SESSION_COOKIE_HTTPONLY (Flask's default is True).",
+            )
+        )
+    if s.cookie_samesite == "None":
+        if s.cookie_secure is not True:
+            out.append(
+                Finding(
+                    "KS104",
+                    "error",
+                    "SESSION_COOKIE_SAMESITE is 'None' but the cookie is not always Secure: "
+                    "browsers drop SameSite=None cookies that are not Secure.",
+                    "Set KEEPSAKE_COOKIE_SECURE = True, or use SameSite 'Lax'.",
+                )
+            )
+        out.append(
+            Finding(
+                "KS105",
+                "warning",
+                "SESSION_COOKIE_SAMESITE is 'None': browsers send the session cookie with "
+                "requests from other sites (forms, fetch, iframes), so CSRF protection is the "
+                "only thing between another site and your users' sessions.",
+                "Use 'Lax' unless the app must run inside another site's iframe or serve "
+                "credentialed cross-site fetches; then protect every state-changing route "
+                "against CSRF and consider SESSION_COOKIE_PARTITIONED.",
+            )
+        )
+    if s.cookie_secure is not False and not s.cookie_name.startswith("__Host-"):
+        if s.cookie_name.startswith("__Secure-"):
+            out.append(
+                Finding(
+                    "KS106",
+                    "note",
+                    f"The session cookie is named {s.cookie_name!r}: __Secure- because a "
+                    "Domain or a Path other than '/' rules out __Host-, so subdomains or other "
+                    "paths can set a cookie of that name.",
+                    "Drop SESSION_COOKIE_DOMAIN and SESSION_COOKIE_PATH to get __Host-session.",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "KS106",
+                    "warning",
+                    f"The session cookie name {s.cookie_name!r} has neither the __Host- nor the "
+                    "__Secure- prefix, so a sibling subdomain or a plain-HTTP page can plant a "
+                    "cookie of that name (session fixation).",
+                    "Remove SESSION_COOKIE_NAME to get __Host-session, or prefix your name "
+                    "with __Host-.",
+                )
+            )
+    domain = s.cookie_domain
+    if domain is not None:
+        bare = domain.lstrip(".").lower()
+        if _is_local_or_ip(bare):
+            out.append(
+                Finding(
+                    "KS108",
+                    "warning",
+                    f"SESSION_COOKIE_DOMAIN is {domain!r}, a loopback name or an IP address. An "
+                    "IP address has no subdomains to share with, the cookie is refused when the "
+                    "site is reached by another name (127.0.0.1 vs localhost), and some clients "
+                    "(Python's http.cookiejar, older browsers) reject such a Domain.",
+                    "Remove SESSION_COOKIE_DOMAIN: without it the cookie belongs to the exact "
+                    "host that set it.",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "KS107",
+                    "warning",
+                    f"SESSION_COOKIE_DOMAIN is {domain!r}: browsers send the session cookie to "
+                    "every subdomain, and any subdomain can set or overwrite it.",
+                    "Remove SESSION_COOKIE_DOMAIN unless subdomains must share the session; if "
+                    "they must, every subdomain has to be as trusted as the app.",
+                )
+            )
+        host = urlsplit(url).hostname if url else None
+        if host and not (host.lower() == bare or host.lower().endswith("." + bare)):
+            out.append(
+                Finding(
+                    "KS109",
+                    "error",
+                    f"SESSION_COOKIE_DOMAIN {domain!r} does not match the site's host {host!r}: "
+                    "browsers reject the cookie, so nobody stays logged in.",
+                    f"Set SESSION_COOKIE_DOMAIN to {host!r} or a parent of it, or remove it.",
+                )
+            )
+    return out
+
+
+def _is_local_or_ip(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_secret(app: Flask) -> list[Finding]:
+    key = app.config.get("SECRET_KEY")
+    uses_csrf = "csrf" in app.extensions
+    if not key:
+        return [
+            Finding(
+                "KS201",
+                "error" if uses_csrf else "warning",
+                "SECRET_KEY is not set. Keepsake's sessions do not need it, but Flask-WTF's "
+                "CSRF tokens, Flask-Login's remember-me cookie and signed cookies do"
+                + (" (and CSRFProtect is in use)." if uses_csrf else "."),
+                "Generate one with python -c 'import secrets; print(secrets.token_hex(32))' "
+                "and load it from the environment or a file that every worker reads.",
+            )
+        ]
+    out: list[Finding] = []
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    if text.strip().lower() in _PLACEHOLDER_SECRETS:
+        out.append(
+            Finding(
+                "KS203",
+                "error",
+                "SECRET_KEY is a well-known placeholder: anyone can forge your signed cookies, "
+                "CSRF tokens and remember-me cookies.",
+                "Replace it with python -c 'import secrets; print(secrets.token_hex(32))'.",
+            )
+        )
+    elif (
+        (isinstance(key, bytes) and len(key) < _MIN_SECRET_BYTES)
+        or (not isinstance(key, bytes) and len(text) < _MIN_SECRET_CHARS)
+        or len(set(text)) < _MIN_SECRET_DISTINCT
+    ):
+        out.append(
+            Finding(
+                "KS202",
+                "warning",
+                f"SECRET_KEY is short or repetitive (fewer than {_MIN_SECRET_CHARS} characters, "
+                f"{_MIN_SECRET_BYTES} bytes, or {_MIN_SECRET_DISTINCT} distinct characters): it "
+                "may be guessed offline from one signed cookie.",
+                "Use python -c 'import secrets; print(secrets.token_hex(32))'.",
+            )
+        )
+    return out
+
+
+def _check_timeouts(engine: Engine) -> list[Finding]:
+    s = engine.settings
+    out: list[Finding] = []
+    if s.absolute_timeout > _AAL1_ABSOLUTE:
+        out.append(
+            Finding(
+                "KS302",
+                "warning",
+                f"KEEPSAKE_ABSOLUTE_TIMEOUT is {_seconds_text(s.absolute_timeout)}: longer than "
+                "the 30 days NIST SP 800-63B allows even at its lowest assurance level (AAL1), "
+                "so a stolen cookie stays useful for that long.",
+                "Shorten it; users who stay longer log in again (Flask-Login's remember-me "
+                "restores them in one request).",
+            )
+        )
+    elif s.idle_timeout > _AAL2_IDLE or s.absolute_timeout > _AAL2_ABSOLUTE:
+        out.append(
+            Finding(
+                "KS301",
+                "note",
+                f"Sessions end after {_seconds_text(s.idle_timeout)} idle and "
+                f"{_seconds_text(s.absolute_timeout)} in all: longer than NIST SP 800-63B's "
+                "AAL2 guidance (30 minutes idle, 12 hours). Fine for low-risk applications.",
+                "Write the decision down (OWASP ASVS 7.1.1); ask for the password again before "
+                "sensitive actions with keepsake.is_fresh().",
+            )
+        )
+    if s.touch_interval > s.idle_timeout / 2:
+        out.append(
+            Finding(
+                "KS303",
+                "warning",
+                f"KEEPSAKE_TOUCH_INTERVAL ({_seconds_text(s.touch_interval)}) is more than half "
+                f"of KEEPSAKE_IDLE_TIMEOUT ({_seconds_text(s.idle_timeout)}): an active user's "
+                "idle expiry is refreshed so rarely that they can time out while using the site.",
+                "Keep the touch interval well below the idle timeout (the default is 60 seconds).",
+            )
+        )
+    return out
+
+
+def _check_store(app: Flask, engine: Engine) -> list[Finding]:
+    store = engine.store
+    out: list[Finding] = []
+    try:
+        store.load(_PROBE_KEY, engine.clock())
+    except StoreUnavailable as exc:
+        out.append(
+            Finding(
+                "KS401",
+                "error",
+                f"The session store {store.describe()} does not answer: {exc}. Every request "
+                "that uses the session gets 503 Service Unavailable.",
+                "Start the store or fix KEEPSAKE_STORE; see docs/troubleshooting.md.",
+            )
+        )
+    if store.name == "memory" and not (app.debug or app.testing):
+        out.append(
+            Finding(
+                "KS402",
+                "warning",
+                "KEEPSAKE_STORE is memory://: sessions live in one process, vanish on restart, "
+                "and each worker process has its own, so users are logged out at random.",
+                "Use the SQLite default on one machine, or redis:// for several.",
+            )
+        )
+    elif store.name == "sqlite":
+        out.append(
+            Finding(
+                "KS403",
+                "note",
+                f"Sessions are in SQLite ({store.describe()}): shared by the processes of one "
+                "machine only, and expired records stay until cleanup removes them.",
+                "Run 'flask keepsake cleanup --quiet' from cron (docs/operations.md); use "
+                "redis:// when the app runs on several machines.",
+            )
+        )
+    return out
+
+
+def _check_transport(app: Flask, url: str | None, behind_proxy: bool) -> list[Finding]:
+    out: list[Finding] = []
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL such as https://example.com")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            out.append(
+                Finding(
+                    "KS501",
+                    "error",
+                    f"The site is served over plain HTTP ({url}): browsers refuse the Secure "
+                    "session cookie there, and anything sent is readable on the network.",
+                    "Serve the site over HTTPS (a reverse proxy with a certificate, such as "
+                    "Caddy or nginx with Let's Encrypt), and redirect HTTP to HTTPS.",
+                )
+            )
+    else:
+        server_name = app.config.get("SERVER_NAME")
+        scheme = app.config.get("PREFERRED_URL_SCHEME", "http")
+        if server_name and scheme == "http" and not _is_loopback(server_name):
+            out.append(
+                Finding(
+                    "KS502",
+                    "warning",
+                    f"SERVER_NAME is {server_name!r} and PREFERRED_URL_SCHEME is 'http': links "
+                    "built outside a request (emails, background jobs) point to plain HTTP.",
+                    "Set PREFERRED_URL_SCHEME = 'https', and pass --url to check the real address.",
+                )
+            )
+    if behind_proxy:
+        fix = _find_proxy_fix(app)
+        if fix is None:
+            out.append(
+                Finding(
+                    "KS503",
+                    "warning",
+                    "The app runs behind a proxy but app.wsgi_app is not wrapped in ProxyFix: "
+                    "the X-Forwarded-* headers are ignored, so every session records the "
+                    "proxy's address as the device IP, request.scheme is 'http', and "
+                    "url_for(_external=True) and redirects build http:// links.",
+                    "app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1) with "
+                    "one per proxy hop (werkzeug.middleware.proxy_fix).",
+                )
+            )
+        elif fix.x_for < 1 or fix.x_proto < 1:
+            out.append(
+                Finding(
+                    "KS504",
+                    "warning",
+                    f"ProxyFix trusts x_for={fix.x_for} and x_proto={fix.x_proto}: with 0, the "
+                    "client address or the scheme still comes from the proxy connection.",
+                    "Set x_for and x_proto to the number of proxies in front of the app.",
+                )
+            )
+    return out
+
+
+def _find_proxy_fix(app: Flask) -> ProxyFix | None:
+    layer: Any = app.wsgi_app
+    # Middlewares keep the application they wrap in ``.app`` (ProxyFix, DispatcherMiddleware
+    # and most others); stop at the Flask app itself or after a few layers.
+    for _ in range(16):
+        if isinstance(layer, ProxyFix):
+            return layer
+        layer = getattr(layer, "app", None)
+        if layer is None or layer is app:
+            return None
+    return None
+
+
+def _secret_digest(app: Flask, salt: bytes) -> str | None:
+    key = app.config.get("SECRET_KEY")
+    if not key:
+        return None
+    raw = key if isinstance(key, bytes) else str(key).encode("utf-8")
+    return hmac.new(salt, raw, hashlib.sha256).hexdigest()
+
+
+def _check_secret_across_processes(app: Flask, info: ScriptInfo) -> list[Finding]:
+    """Start the app in a second process and compare an HMAC of its SECRET_KEY with ours."""
+    if not app.config.get("SECRET_KEY"):
+        return []
+    if info.create_app is not None:
+        # A custom FlaskGroup or a test runner builds the app in code; a new "flask" process
+        # would not find the same app.
+        return [
+            Finding(
+                "KS205",
+                "note",
+                "SECRET_KEY was not compared across processes: this command was not started "
+                "as 'flask --app ... keepsake check'.",
+                "Run 'flask --app yourapp keepsake check' to compare it.",
+            )
+        ]
+    salt = secrets.token_bytes(16)
+    command = [sys.executable, "-m", "flask"]
+    if info.app_import_path:
+        command += ["--app", info.app_import_path]
+    command += ["keepsake", "secret-digest"]
+    env = {**os.environ, SALT_ENV: salt.hex()}
+    try:
+        # The command is this interpreter running flask on the app already being audited.
+        done = subprocess.run(  # noqa: S603
+            command, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [_not_compared(f"could not start it: {exc}")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(_DIGEST_PREFIX)]
+    if done.returncode != 0 or not lines:
+        return [_not_compared(f"'flask keepsake secret-digest' exited with {done.returncode}")]
+    theirs = lines[-1].removeprefix(_DIGEST_PREFIX)
+    if hmac.compare_digest(theirs, _secret_digest(app, salt) or "none"):
+        return []
+    return [
+        Finding(
+            "KS204",
+            "error",
+            "SECRET_KEY differs between two starts of the app: it is generated when the app is "
+            "imported (os.urandom, secrets). Every restart, and every worker process, gets its "
+            "own key, so CSRF tokens ('The CSRF token is invalid'), remember-me cookies and "
+            "signed cookies made by one worker fail on another.",
+            "Generate the key once and load it from the environment or a file "
+            "(docs/troubleshooting.md, 'A secret key that differs per worker').",
+        )
+    ]
+
+
+def _not_compared(reason: str) -> Finding:
+    return Finding(
+        "KS205",
+        "note",
+        f"SECRET_KEY was not compared across processes: a second 'flask' process failed "
+        f"({reason}).",
+        "Check that 'flask --app yourapp keepsake stats' runs from this directory.",
+    )
+
+
+def _echo_findings(app: Flask, engine: Engine, findings: list[Finding]) -> None:
+    click.echo(f"Keepsake check of {app.name!r} (store {engine.store.describe()}):")
+    if not findings:
+        click.echo("No problems found.")
+        return
+    styles = {"error": "red", "warning": "yellow", "note": "cyan"}
+    indent = " " * 16
+    for f in findings:
+        label = click.style(f"{f.severity.upper():<8}", fg=styles[f.severity], bold=True)
+        message = click.wrap_text(f"{f.id}  {f.message}", 100, " " * 9, indent)
+        click.echo(f"\n{label} {message[9:]}")
+        click.echo(click.wrap_text(f"Fix: {f.fix}", 100, indent, indent))
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    notes = sum(f.severity == "note" for f in findings)
+    click.echo(
+        f"\n{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}, "
+        f"{notes} note{'s' * (notes != 1)}."
+    )
+
+
+@keepsake_cli.command("check")
+@click.option(
+    "--url",
+    metavar="URL",
+    help="The public address of the site, such as https://example.com; checks the scheme and "
+    "the cookie Domain against it.",
+)
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    help="The app runs behind a reverse proxy or load balancer; checks that ProxyFix is set up.",
+)
+@click.option(
+    "--ignore",
+    "ignored",
+    multiple=True,
+    metavar="ID",
+    help="Leave out a finding by id (repeatable), once you have written down why.",
+)
+@click.option(
+    "--fail-level",
+    type=click.Choice(["error", "warning"]),
+    default="warning",
+    show_default=True,
+    help="The lowest severity that makes the command exit with status 1.",
+)
+@click.option(
+    "--no-spawn",
+    is_flag=True,
+    help="Do not start a second process to compare SECRET_KEY across restarts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def check_command(
+    ctx: click.Context,
+    url: str | None,
+    behind_proxy: bool,
+    ignored: tuple[str, ...],
+    fail_level: str,
+    no_spawn: bool,
+    as_json: bool,
+) -> None:
+    """Audit the session and cookie configuration; exit 1 on problems."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    engine = _engine()
+    try:
+        findings = audit(app, url=url, behind_proxy=behind_proxy)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
+    if not no_spawn:
+        findings += _check_secret_across_processes(app, ctx.ensure_object(ScriptInfo))
+        findings.sort(key=lambda f: (-_SEVERITY_RANK[f.severity], f.id))
+    skip = {i.upper() for i in ignored}
+    findings = [f for f in findings if f.id not in skip]
+    if as_json:
+        click.echo(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        _echo_findings(app, engine, findings)
+    threshold = _SEVERITY_RANK[fail_level]
+    if any(_SEVERITY_RANK[f.severity] >= threshold for f in findings):
+        ctx.exit(1)
+
+
+@keepsake_cli.command("secret-digest", hidden=True)
+def secret_digest_command() -> None:
+    """Print an HMAC of SECRET_KEY under the salt in $KEEPSAKE_CHECK_SALT (used by check)."""
+    raw = os.environ.get(SALT_ENV)
+    if not raw:
+        raise click.ClickException(f"{SALT_ENV} is not set; this command is used by 'check'.")
+    try:
+        salt = bytes.fromhex(raw)
+    except ValueError:
+        raise click.ClickException(f"{SALT_ENV} must be hexadecimal.") from None
+    digest = _secret_digest(current_app._get_current_object(), salt)  # type: ignore[attr-defined]
+    click.echo(_DIGEST_PREFIX + (digest or "none"))
+
+
+# -- stats -----------------------------------------------------------------------------------
+
+
+@keepsake_cli.command("stats")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="ID",
+    help="Also count the live sessions of this user (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats_command(users: tuple[str, ...], as_json: bool) -> None:
+    """Show the store, where it lives, and how many sessions it holds."""
+    engine = _engine()
+    store = engine.store
+    now = engine.clock()
+    with _store_errors():
+        live = store.count(now)
+        expired = store.count_expired(now)
+        per_user = {uid: len(store.list_user(uid, now)) for uid in users}
+    if as_json:
+        data = {
+            "store": store.name,
+            "location": store.describe(),
+            "live": live,
+            "expired": expired,
+            "users": per_user,
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"Store:                          {store.name}")
+    click.echo(f"Location:                       {store.describe()}")
+    click.echo(f"Live sessions:                  {live}")
+    click.echo(f"Expired, waiting for cleanup:   {expired}")
+    for uid, count in per_user.items():
+        click.echo(f"Sessions of user {uid}: {count}")
+    if not users:
+        click.echo(
+            "Sessions per user:              pass --user ID (the store contract cannot list "
+            "every user's count)"
+        )
+
+
+# -- cleanup ---------------------------------------------------------------------------------
+
+
+@keepsake_cli.command("cleanup")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Expired sessions deleted per store call; each call holds SQLite's write lock.",
+)
+@click.option(
+    "--pause",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Sleep between batches so requests can write. Default: as long as the last batch "
+    "took, which keeps the store free at least half the time.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something fails (cron).")
+def cleanup_command(batch_size: int, pause: float | None, quiet: bool) -> None:
+    """Delete expired sessions in short batches; safe while the app serves requests."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    engine = _engine()
+    store = engine.store
+    # One instant for the whole run: the work is bounded, and sessions that expire meanwhile
+    # are left to the next run.
+    now = engine.clock()
+    total = 0
+    batches = 0
+    started = time.monotonic()
+    try:
+        with _store_errors():
+            expected = store.count_expired(now)
+            with _progress(expected, quiet) as bar:
+                while True:
+                    began = time.monotonic()
+                    purged = store.purge_expired(now, batch_size)
+                    took = time.monotonic() - began
+                    if purged == 0:
+                        break
+                    total += purged
+                    batches += 1
+                    if bar is not None:
+                        bar.update(purged)
+                    if purged < batch_size:
+                        break
+                    time.sleep(took if pause is None else pause)
+    finally:
+        if total:
+            security_logger.info("Cleanup purged %d expired session(s).", total)
+            signals.session_expired.send(app, count=total)
+    if not quiet:
+        elapsed = time.monotonic() - started
+        click.echo(
+            f"Purged {total} expired session{'s' * (total != 1)} in {batches} "
+            f"batch{'es' * (batches != 1)} ({elapsed:.1f} s)."
+        )
+
+
+@contextmanager
+def _progress(length: int, quiet: bool) -> Iterator[Any]:
+    if quiet or length == 0:
+        yield None
+        return
+    with click.progressbar(length=length, label="Purging expired sessions", file=sys.stderr) as bar:
+        yield bar
+
+
+# -- list and revoke -------------------------------------------------------------------------
+
+
+def _session_dict(info: SessionInfo) -> dict[str, Any]:
+    return {
+        "handle": info.handle,
+        "user_id": info.user_id,
+        "created": _iso(info.created),
+        "last_seen": _iso(info.last_seen),
+        "expires": _iso(info.expires),
+        "absolute_expires": _iso(info.absolute_expires),
+        "auth_time": _iso(info.auth_time),
+        "ip": info.ip,
+        "user_agent": info.user_agent,
+    }
+
+
+@keepsake_cli.command("list")
+@click.option(
+    "--user", "user_id", required=True, metavar="ID", help="The user whose sessions to list."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the sessions as JSON.")
+def list_command(user_id: str, as_json: bool) -> None:
+    """List the live sessions of one user, oldest first."""
+    _engine()
+    with _store_errors():
+        infos = _keepsake().sessions(user_id)
+    if as_json:
+        click.echo(json.dumps([_session_dict(i) for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo(f"User {user_id} has no live sessions.")
+        return
+    click.echo(f"{len(infos)} live session{'s' * (len(infos) != 1)} of user {user_id} (UTC):")
+    header = f"{'HANDLE':<17} {'CREATED':<19} {'LAST SEEN':<19} {'EXPIRES':<19} {'IP':<15} AGENT"
+    click.echo(header)
+    for i in infos:
+        stamp = "%Y-%m-%d %H:%M:%S"
+        click.echo(
+            f"{i.handle:<17} {i.created.strftime(stamp):<19} {i.last_seen.strftime(stamp):<19} "
+            f"{i.expires.strftime(stamp):<19} {i.ip or '-':<15} {i.user_agent or '-'}"
+        )
+
+
+@keepsake_cli.command("revoke")
+@click.option("--user", "user_id", metavar="ID", help="End every session of this user.")
+@click.option(
+    "--handle",
+    metavar="HANDLE",
+    help="End the session with this public handle (with --user: only if it is that user's).",
+)
+@click.option("--all", "everyone", is_flag=True, help="End every session of every user.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation of --all.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Sessions deleted per store call with --all.",
+)
+def revoke_command(
+    user_id: str | None, handle: str | None, everyone: bool, yes: bool, batch_size: int
+) -> None:
+    """End sessions now: one (--handle), a user's (--user), or everyone's (--all)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    engine = _engine()
+    if everyone and (user_id or handle):
+        raise click.UsageError("--all cannot be combined with --user or --handle.")
+    if not (everyone or user_id or handle):
+        raise click.UsageError("Say what to revoke: --user ID, --handle HANDLE, or --all --yes.")
+    keepsake = _keepsake()
+    with _store_errors():
+        if handle is not None:
+            if not keepsake.revoke(handle, user_id=user_id):
+                owner = f" of user {user_id}" if user_id else ""
+                raise click.ClickException(f"No live session{owner} has the handle {handle!r}.")
+            click.echo(f"Revoked session {handle}.")
+        elif user_id is not None:
+            count = keepsake.revoke_all(user_id, keep_current=False)
+            click.echo(f"Revoked {count} session{'s' * (count != 1)} of user {user_id}.")
+        else:
+            _revoke_everyone(app, engine, yes, batch_size)
+
+
+def _revoke_everyone(app: Flask, engine: Engine, yes: bool, batch_size: int) -> None:
+    store = engine.store
+    now = engine.clock()
+    live = store.count(now)
+    if not yes:
+        click.confirm(f"End all {live} live sessions? Every user will be logged out.", abort=True)
+    # Expired records first, so that what follows counts live sessions only.
+    while store.purge_expired(now, batch_size) == batch_size:
+        pass
+    # The contract has no "delete everything"; purging with an instant after every expiry does
+    # exactly that on stores that keep expired records (memory, SQLite).
+    total = 0
+    while True:
+        purged = store.purge_expired(math.inf, batch_size)
+        total += purged
+        if purged < batch_size:
+            break
+    if total:
+        security_logger.info("All sessions revoked from the command line: %d.", total)
+        signals.session_revoked.send(app, handle=None, user_id=None, count=total)
+    left = store.count(engine.clock())
+    if left:
+        raise click.ClickException(
+            f"Revoked {total} sessions, but {left} remain: the {store.name} store removes only "
+            "records it has expired itself, so the store contract cannot end them all. Revoke "
+            "users one by one with --user."
+        )
+    click.echo(f"Revoked all {total} session{'s' * (total != 1)}.")
