@@ -148,3 +148,53 @@ def test_csrf_secret_dropped_at_logout(make_app: AppFactory) -> None:
     client.post("/fl-logout")
     with client.session_transaction() as sess:
         assert "csrf_token" not in sess
+
+
+def _page_app(make_app: AppFactory) -> Flask:
+    app = _login_app(make_app)
+
+    @app.get("/page")
+    def page() -> str:
+        from flask import render_template_string
+
+        return render_template_string("{{ 'in' if current_user.is_authenticated else 'out' }}")
+
+    @app.get("/static-like")
+    def static_like() -> str:
+        return "plain"
+
+    return app
+
+
+def test_flask_login_untouched_request_makes_no_store_call(make_app: AppFactory) -> None:
+    """With Flask-Login, a view that never uses the session still makes no store call."""
+    app = _page_app(make_app)
+    client = app.test_client()
+    client.post("/fl-login/3")
+    spy(app).reset()
+    assert client.get("/static-like").data == b"plain"
+    assert sum(spy(app).calls.values()) == 0
+
+
+def test_flask_login_store_outage_is_503(make_app: AppFactory) -> None:
+    """With Flask-Login, pages answer 503 (not 500) while the store is down."""
+    app = _page_app(make_app)
+    app.testing = False
+    client = app.test_client()
+    client.post("/fl-login/3")
+    assert client.get("/page").data == b"in"
+    spy(app).down = True
+    assert client.get("/page").status_code == 503
+    assert client.get("/static-like").status_code == 200
+    spy(app).down = False
+    assert client.get("/page").data == b"in"
+
+
+def test_flask_login_remember_cookie_still_set(make_app: AppFactory) -> None:
+    """The wrapped remember-me hook still sets and clears the cookie when the session is used."""
+    app = _page_app(make_app)
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["want_remember"] = True
+    client.post("/fl-login/3")
+    assert client.get_cookie("remember_token") is not None

@@ -285,3 +285,25 @@ def test_login_restarts_absolute_timeout(make_app: AppFactory, clock: FakeClock)
     assert record is not None
     assert record.created == clock.now
     assert record.absolute_expires_at == clock.now + 12 * 3600
+
+
+def test_current_session_describes_this_session(make_app: AppFactory, clock: FakeClock) -> None:
+    """current_session() gives the stored session's facts, or None before it is stored."""
+    app = make_app()
+    keepsake = _ks(app)
+
+    @app.get("/current")
+    def current() -> Any:
+        info = keepsake.current_session()
+        if info is None:
+            return {"stored": False}
+        return {"stored": True, "handle": info.handle, "user": info.user_id, "now": info.current}
+
+    client = app.test_client()
+    assert client.get("/current").get_json() == {"stored": False}
+    client.post("/set/a", data="1")
+    first = client.get("/current").get_json()
+    assert first["stored"] is True
+    assert first["user"] is None
+    assert first["now"] is True
+    assert len(first["handle"]) == 16

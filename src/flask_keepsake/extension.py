@@ -212,6 +212,13 @@ class Keepsake:
         """The public handle of the current stored session, or ``None``."""
         return self._session()[1].handle
 
+    def current_session(self) -> SessionInfo | None:
+        """The stored session of this request (anonymous or not), or ``None`` if none is stored
+        yet. For "what the server keeps for you" pages; it never holds the token."""
+        _, session = self._session()
+        record = session._record
+        return None if record is None else self._info(record, True)
+
     def sessions(self, user_id: str | int | None = None) -> list[SessionInfo]:
         """List the live sessions of ``user_id`` (default: the current user), oldest first."""
         engine, uid, current_key = self._target(user_id)

@@ -1,0 +1,265 @@
+"""Home, the session inspector (page and JSON), the security lesson, and the error pages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    session,
+)
+from flask_login import current_user
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import dump_cookie
+
+from flask_keepsake import SessionInfo, StoreUnavailable
+from flask_keepsake.interface import Engine
+
+from . import explain
+from .extensions import keepsake
+
+bp = Blueprint("pages", __name__)
+
+#: What the session keys the demo (and its extensions) use are for, for the inspector.
+KEY_NOTES: dict[str, str] = {
+    "visits": "The home page's visit counter.",
+    "_user_id": "Flask-Login: the id of the signed-in user.",
+    "_fresh": "Flask-Login: whether you typed your password in this session (not remember-me).",
+    "_id": "Flask-Login: a digest of your IP address and browser, to notice a stolen cookie.",
+    "csrf_token": "Flask-WTF: the secret behind the CSRF token of every form on this site.",
+    "_flashes": "Messages waiting to be shown on the next page.",
+}
+#: Keys whose values are secrets: the inspector names them but does not show them.
+HIDDEN_KEYS = frozenset({"csrf_token"})
+
+#: A sign-in at most this many seconds ago counts as fresh (keepsake.is_fresh) on the inspector.
+FRESH_FOR = 600
+
+
+def engine() -> Engine:
+    """The Keepsake engine of the current application."""
+    eng: Engine = current_app.extensions["keepsake"]
+    return eng
+
+
+def current_session() -> SessionInfo | None:
+    """What the store keeps about the session of this request, or ``None`` if nothing yet."""
+    if current_user.is_authenticated:
+        for info in keepsake.sessions():
+            if info.current:
+                return info
+    # Keepsake has no public accessor for the current session's record when nobody is signed
+    # in (keepsake.sessions() lists a user's sessions), so this reads the session's own copy.
+    record = getattr(session, "_record", None)
+    if record is None:
+        return None
+
+    def dt(ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, UTC)
+
+    return SessionInfo(
+        handle=record.handle,
+        user_id=record.user_id,
+        created=dt(record.created),
+        last_seen=dt(record.last_seen),
+        expires=dt(record.expires_at),
+        absolute_expires=dt(record.absolute_expires_at),
+        auth_time=None if record.auth_time is None else dt(record.auth_time),
+        ip=record.ip,
+        user_agent=record.user_agent,
+        current=True,
+    )
+
+
+def _shown_value(key: str, value: Any) -> str:
+    if key in HIDDEN_KEYS:
+        return "(hidden: a secret)"
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+@bp.get("/")
+def index() -> str:
+    """Home: who you are, a visit counter kept in the session, and the lessons."""
+    session["visits"] = session.get("visits", 0) + 1
+    return render_template("index.html", visits=session["visits"])
+
+
+@bp.get("/session")
+def inspector() -> str:
+    """The session inspector: what the server keeps for this visitor, never the token."""
+    info = current_session()
+    rows = [
+        (key, _shown_value(key, value), KEY_NOTES.get(key, "Set by the application."))
+        for key, value in sorted(session.items())
+    ]
+    fresh = bool(info and info.auth_time) and keepsake.is_fresh(FRESH_FOR)
+    name = engine().cookie_attributes(request)[0]
+    return render_template(
+        "session.html",
+        info=info,
+        rows=rows,
+        fresh=fresh,
+        fresh_minutes=FRESH_FOR // 60,
+        cookie_name=name,
+        has_cookie=name in request.cookies,
+        settings=engine().settings,
+    )
+
+
+@bp.get("/api/session")
+def api_session() -> Response:
+    """The inspector as JSON; ``"user": null`` for an anonymous visitor."""
+    info = current_session()
+    body = {
+        "user": current_user.username if current_user.is_authenticated else None,
+        "handle": info.handle if info else None,
+        "keys": sorted(session.keys()),
+        "created": explain.utc(info.created) if info else None,
+        "last_seen": explain.utc(info.last_seen) if info else None,
+        "expires": explain.utc(info.expires) if info else None,
+        "absolute_expires": explain.utc(info.absolute_expires) if info else None,
+        "auth_time": explain.utc(info.auth_time) if info and info.auth_time else None,
+    }
+    response = jsonify(body)
+    response.cache_control.no_store = True
+    return response
+
+
+@bp.get("/security")
+def security() -> str:
+    """HttpOnly, Secure and SameSite, shown live: what page script can see, and what it can't."""
+    eng = engine()
+    settings = eng.settings
+    name, secure, samesite, partitioned = eng.cookie_attributes(request)
+    placeholder = "<43-character random token>"
+    here = dump_cookie(
+        name,
+        "TOKEN",
+        path=settings.cookie_path,
+        domain=settings.cookie_domain,
+        secure=secure,
+        httponly=settings.cookie_httponly,
+        samesite=samesite,
+        partitioned=partitioned,
+    ).replace("TOKEN", placeholder)
+    production = dump_cookie(
+        settings.cookie_name,
+        "TOKEN",
+        path=settings.cookie_path,
+        domain=settings.cookie_domain,
+        secure=True,
+        httponly=settings.cookie_httponly,
+        samesite=settings.cookie_samesite,
+        partitioned=settings.cookie_partitioned,
+    ).replace("TOKEN", placeholder)
+    received = sorted(request.cookies)
+    return render_template(
+        "security.html",
+        cookie_name=name,
+        here=here,
+        here_explained=explain.explain_set_cookie(here),
+        production=production,
+        same_as_production=here == production,
+        mode=settings.cookie_secure,
+        received=received,
+        scheme=request.scheme,
+    )
+
+
+# -- errors and headers ----------------------------------------------------------------------
+
+
+def _error_page(code: int, title: str, message: str, *, bare: bool = False) -> Response:
+    body = render_template("error.html", code=code, title=title, message=message, bare=bare)
+    response = current_app.make_response((body, code))
+    return response
+
+
+def _forbidden(exc: HTTPException) -> Response:
+    # Keepsake answers a failed CSRF check (Flask-WTF's CSRFError) and a cross-site form post
+    # (KEEPSAKE_CHECK_ORIGIN) with a 403 whose description says what was wrong.
+    return _error_page(
+        403,
+        "Request refused",
+        f"{exc.description} If you were sending a form from this site, go back, reload the "
+        "page, and send it again: a form left open across a sign-in or sign-out carries an "
+        "outdated token.",
+    )
+
+
+def _not_found(exc: HTTPException) -> Response:
+    return _error_page(404, "Page not found", "There is no page at this address.")
+
+
+def _method_not_allowed(exc: HTTPException) -> Response:
+    return _error_page(405, "Method not allowed", "This page cannot be used that way.")
+
+
+def _unavailable(exc: HTTPException | StoreUnavailable) -> Response:
+    # bare: the session store is what failed, so this page must not touch the session
+    # (no user name, no forms with CSRF tokens).
+    response = _error_page(
+        503,
+        "Back in a moment",
+        "The session store is not answering right now. Nothing you saved is lost; "
+        "try again in a few seconds.",
+        bare=True,
+    )
+    return response
+
+
+def _server_error(exc: Exception) -> Response:
+    return _error_page(500, "Something went wrong", "The demo hit an unexpected error.", bare=True)
+
+
+_SECURITY_HEADERS = {
+    # Only this site's own files: an injected <script> or style attribute would not run.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _security_headers(response: Response) -> Response:
+    for key, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    if request.endpoint != "static":
+        # Pages show private data: never keep them in a cache (nor in the back-forward cache,
+        # so "back" after signing out does not show the signed-in page again).
+        response.cache_control.no_store = True
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register the error pages and the security headers on ``app``."""
+    app.register_error_handler(403, _forbidden)
+    app.register_error_handler(404, _not_found)
+    app.register_error_handler(405, _method_not_allowed)
+    app.register_error_handler(503, _unavailable)
+    app.register_error_handler(500, _server_error)
+    app.after_request(_security_headers)
+    app.jinja_env.globals["time_tag"] = explain.time_tag
+    app.jinja_env.globals["describe_device"] = explain.describe_device
+    app.context_processor(_store_name)
+
+
+def _store_name() -> dict[str, str]:
+    # Read from the engine, not the session: the 503 page uses it too.
+    names = {"sqlite": "SQLite", "redis": "Redis", "memory": "this process's memory"}
+    name = engine().store.name
+    return {"store_name": names.get(name, name)}
