@@ -12,6 +12,7 @@ from flask_keepsake import Keepsake
 from flask_keepsake.stores.base import Store
 
 from .helpers import FakeClock, SpyStore
+from .redis_server import RedisClusterServers, RedisServer
 from .store_registry import STORES
 
 
@@ -109,3 +110,19 @@ def add_routes(app: Flask, keepsake: Keepsake) -> None:
     def fail(key: str) -> Response:
         session[key] = "half-done"
         return Response("boom", status=500)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole run, started on a free loopback port, no persistence."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A real three-primary Redis Cluster for the whole run, on free loopback ports."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()

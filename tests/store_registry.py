@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from flask_keepsake.stores import MemoryStore, SQLiteStore, Store
+from flask_keepsake.stores.redis import RedisStore
+
+from .redis_server import RedisClusterServers, RedisServer
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,21 @@ def _sqlite(request: pytest.FixtureRequest) -> Store:
     return SQLiteStore(tmp_path / "sessions.sqlite3")
 
 
+def _redis(request: pytest.FixtureRequest) -> Store:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.admin().flushdb()
+    return RedisStore.from_url(server.url)
+
+
+def _redis_cluster(request: pytest.FixtureRequest) -> Store:
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return RedisStore.from_url(cluster.url, cluster=True)
+
+
 STORES: dict[str, StoreSpec] = {
     "memory": StoreSpec(_memory),
     "sqlite": StoreSpec(_sqlite),
+    "redis": StoreSpec(_redis, native_expiry=True),
+    "redis-cluster": StoreSpec(_redis_cluster, native_expiry=True),
 }

@@ -50,10 +50,69 @@ def _sqlite(url: str, app: Flask) -> Store:
     return SQLiteStore(path, timeout=timeout)
 
 
+# URL query options of redis:// and rediss://, each with the function that reads its text.
+_REDIS_OPTIONS: dict[str, Callable[[str], object]] = {
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "prefix": str,
+    "cluster": lambda text: _flag("cluster", text),
+    "max_connections": int,
+    "health_check_interval": float,
+    "client_name": str,
+    "ssl_cert_reqs": str,
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_check_hostname": lambda text: _flag("ssl_check_hostname", text),
+}
+
+
+def _flag(name: str, text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false")
+
+
+def _redis(url: str, app: Flask) -> Store:
+    try:
+        from .stores.redis import EXTRA, RedisStore, _import_redis
+
+        _import_redis()
+    except ModuleNotFoundError:
+        raise ConfigError(
+            _KEY, f"{url.partition(':')[0]}:// needs redis-py: pip install '{EXTRA}'."
+        ) from None
+    parts = urlsplit(url)
+    options: dict[str, object] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        read = _REDIS_OPTIONS.get(name)
+        if read is None:
+            known = ", ".join(_REDIS_OPTIONS)
+            raise ConfigError(_KEY, f"unknown Redis option {name!r}; the options are {known}.")
+        try:
+            options[name] = read(values[-1])
+        except ValueError as exc:
+            raise ConfigError(_KEY, f"Redis option {name}={values[-1]!r}: {exc}.") from None
+    if parts.scheme.lower() in ("redis", "valkey") and any(n.startswith("ssl_") for n in options):
+        raise ConfigError(_KEY, "the ssl_* options need TLS: use rediss:// (or valkeys://).")
+    if options.get("cluster") and parts.path.strip("/") not in ("", "0"):
+        raise ConfigError(_KEY, "Redis Cluster has only database 0; remove the /db from the URL.")
+    try:
+        return RedisStore.from_url(parts._replace(query="").geturl(), **options)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(_KEY, f"{_hide_password(url)!r}: {exc}") from None
+
+
 #: URL scheme -> factory. Backends add themselves here; there is no if/elif chain to extend.
 SCHEMES: dict[str, Callable[[str, Flask], Store]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+    "valkey": _redis,
+    "valkeys": _redis,
 }
 
 

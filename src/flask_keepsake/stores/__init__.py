@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import SessionRecord, Store, Touch
 from .memory import MemoryStore
+from .redis import RedisStore
 from .sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "SessionRecord", "Store", "Touch"]
+__all__ = ["MemoryStore", "RedisStore", "SQLiteStore", "SessionRecord", "Store", "Touch"]

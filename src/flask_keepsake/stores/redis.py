@@ -1,0 +1,796 @@
+"""A store shared by many processes and hosts: Redis (or Valkey), through redis-py.
+
+redis-py is an optional dependency (``pip install 'flask-keepsake[redis]'``); this module imports
+it only when a store is built, so ``import flask_keepsake`` works without it.
+
+The data model, chosen for the engine's guarantees (see ``docs/stores.md``):
+
+``{prefix}s:{key}``, a HASH per session
+    ``h`` the handle, ``u`` the user id (absent while anonymous), ``l`` last seen, ``e`` expires
+    at, ``m`` the fields no request changes (created, absolute expiry, auth time, IP, user agent)
+    as one JSON array, and one field ``d:{name}`` per session key. Data fields carry the ``d:``
+    prefix, so no session key can overwrite metadata. Loading is one ``HGETALL``; a delta is one
+    Lua script that changes only the fields it names, after checking in the same step that the
+    session is live, so overlapping requests keep each other's keys and a deleted session is
+    never written again. The key carries a native TTL (``PEXPIRE``) for idle and absolute expiry.
+``{prefix}u:{user_id}``, a ZSET per user, and ``{prefix}h:{handle}``, a ZSET per handle
+    Indexes from a user and from a handle to session keys, scored by the time the entry was
+    added, with a TTL that follows the latest absolute expiry among their sessions.
+
+Every script touches exactly one key, except the atomic rename on a single server, so nothing
+needs a cross-slot transaction in Redis Cluster. The session hash is the truth and the indexes
+are hints checked against it: an index entry is always written *before* its session and removed
+*after* it, so an index may briefly name a session that is gone (readers skip it and remove it)
+but never misses a live one, and ``revoke_all`` cannot overlook a session.
+
+Time comes from the caller's ``now`` as in every store: ``e`` is compared with it, so a fake clock
+works; the TTL is set relative to real time as ``expires_at - now``, and only reclaims memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import StoreUnavailable
+from .base import SessionRecord, Store, Touch
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.cluster import RedisCluster
+
+security_logger = logging.getLogger("flask_keepsake.security")
+
+#: The extra that brings redis-py, quoted in the error raised when it is missing.
+EXTRA: Final = "flask-keepsake[redis]"
+
+#: Default socket timeouts of the clients :meth:`RedisStore.from_url` builds, in seconds. Short,
+#: so that an unreachable or stalled server answers 503 quickly instead of holding workers.
+DEFAULT_SOCKET_TIMEOUT: Final = 0.5
+
+#: An index entry whose session is missing is only removed once it is this old (seconds), so an
+#: entry written just before its session (index first, then session) is never taken for stale.
+INDEX_GRACE: Final = 300.0
+
+_LIVE = """
+local function live(key, now)
+  local e = redis.pcall('HGET', key, 'e')
+  if type(e) ~= 'string' then return false end
+  e = tonumber(e)
+  return e ~= nil and e > now
+end
+local function hset(key, first, last)
+  for i = first, last, 1000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
+  end
+end
+"""
+
+# KEYS: session. ARGV: now, ttl_ms, field, value, ...  Returns 1, or 0 if a live record exists.
+_CREATE = (
+    _LIVE
+    + """
+if live(KEYS[1], tonumber(ARGV[1])) then return 0 end
+redis.call('DEL', KEYS[1])
+hset(KEYS[1], 3, #ARGV)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), 2n, n field/value
+# pairs, fields to delete... Returns 1, or 0 (and writes nothing) if no live record exists.
+_APPLY = (
+    _LIVE
+    + """
+if not live(KEYS[1], tonumber(ARGV[1])) then return 0 end
+local n = tonumber(ARGV[5])
+if n > 0 then hset(KEYS[1], 6, 5 + n) end
+for i = 6 + n, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'l', ARGV[2], 'e', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+"""
+)
+
+# KEYS: old session, new session. ARGV: now, ttl_ms, field, value, ...
+# Returns {1, old handle, old user}, {0} if the old record is not live, {-1} if the new key is.
+_SWAP = (
+    _LIVE
+    + """
+local now = tonumber(ARGV[1])
+if not live(KEYS[1], now) then return {0} end
+if KEYS[1] ~= KEYS[2] and live(KEYS[2], now) then return {-1} end
+local old = redis.call('HMGET', KEYS[1], 'h', 'u')
+redis.call('DEL', KEYS[1], KEYS[2])
+hset(KEYS[2], 3, #ARGV)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {1, old[1], old[2]}
+"""
+)
+
+# KEYS: session. Returns {0} if absent, else {1, handle, user} after deleting it.
+_DELETE = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {0} end
+local h, u = false, false
+if t == 'hash' then
+  local r = redis.call('HMGET', KEYS[1], 'h', 'u')
+  h, u = r[1], r[2]
+end
+redis.call('DEL', KEYS[1])
+return {1, h, u}
+"""
+
+# KEYS: session. ARGV: now, handle ('' for any), '1' to match the user in ARGV[4], user,
+# '1' to delete only a live record. Returns {status, handle, user}; status: 2 deleted a live
+# record, 1 deleted an expired one, 0 absent, -1 not a session hash, -2 another handle,
+# -3 another user, -4 expired and kept.
+_DELETE_IF = """
+local r = redis.pcall('HMGET', KEYS[1], 'e', 'h', 'u')
+if r['err'] then return {-1} end
+local e = tonumber(r[1])
+if not r[1] and not r[2] then return {0} end
+if ARGV[2] ~= '' and r[2] ~= ARGV[2] then return {-2, r[2], r[3]} end
+if ARGV[3] == '1' and r[3] ~= ARGV[4] then return {-3, r[2], r[3]} end
+local is_live = e ~= nil and e > tonumber(ARGV[1])
+if ARGV[5] == '1' and not is_live then return {-4, r[2], r[3]} end
+redis.call('DEL', KEYS[1])
+if is_live then return {2, r[2], r[3]} end
+return {1, r[2], r[3]}
+"""
+
+# KEYS: index. ARGV: score, member, ttl_ms, '1' to return the members.
+_INDEX_ADD = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'zset' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if ARGV[4] == '1' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
+return 0
+"""
+
+
+class _Lua:
+    """A Lua script run by its SHA1 (``EVALSHA``), loaded again when the server lost it."""
+
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+_SCRIPTS: Final = {
+    name: _Lua(text)
+    for name, text in (
+        ("create", _CREATE),
+        ("apply", _APPLY),
+        ("swap", _SWAP),
+        ("delete", _DELETE),
+        ("delete_if", _DELETE_IF),
+        ("index_add", _INDEX_ADD),
+    )
+}
+_S_CREATE: Final = _SCRIPTS["create"]
+_S_APPLY: Final = _SCRIPTS["apply"]
+_S_SWAP: Final = _SCRIPTS["swap"]
+_S_DELETE: Final = _SCRIPTS["delete"]
+_S_DELETE_IF: Final = _SCRIPTS["delete_if"]
+_S_INDEX_ADD: Final = _SCRIPTS["index_add"]
+
+#: One command of a pipeline: a script or a command name, its keys and its arguments.
+_Call = tuple[_Lua | str, Sequence[bytes], Sequence[Any]]
+
+_NUMBERS: Final = (float, int)
+
+_DUPLICATE_KEY: Final = "a live session record with this key already exists"
+_DUPLICATE_HANDLE: Final = "a live session record with this handle already exists"
+
+
+def _b(text: str) -> bytes:
+    # surrogatepass: any Python str (even a lone surrogate in a session key) round-trips.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _s(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogatepass")
+
+
+def _num(value: float) -> bytes:
+    # repr() of a float is the shortest text that reads back as the same float, in Python and
+    # in Lua (both use strtod), so timestamps survive exactly and compare exactly in scripts.
+    return repr(float(value)).encode()
+
+
+def _ttl_ms(until: float, now: float) -> int:
+    return max(1, math.ceil((until - now) * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"The Redis session store needs redis-py: pip install '{EXTRA}'.", name="redis"
+        ) from exc
+    return redis
+
+
+class RedisStore(Store):
+    """Keep session records in Redis or Valkey, shared by every process and host using it.
+
+    ::
+
+        store = RedisStore(redis.Redis(host="cache", socket_timeout=0.5))
+        store = RedisStore.from_url("rediss://:secret@cache:6380/0", prefix="shop:")
+
+    :param client: a redis-py client: ``redis.Redis`` (also as returned by
+        ``redis.sentinel.Sentinel.master_for``) or ``redis.cluster.RedisCluster``. Give it a short
+        ``socket_timeout`` so that an outage answers 503 quickly. The store does not close a
+        client it was given; :meth:`from_url` builds one that :meth:`close` closes.
+    :param prefix: the start of every key the store writes, so that several applications can
+        share one database.
+    """
+
+    name = "redis"
+
+    def __init__(self, client: Redis | RedisCluster, *, prefix: str = "keepsake:") -> None:
+        redis = _import_redis()
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        self.prefix = prefix
+        self._client: Any = client
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        self._error: type[Exception] = redis.exceptions.RedisError
+        self._response_error: type[Exception] = redis.exceptions.ResponseError
+        self._noscript: type[Exception] = redis.exceptions.NoScriptError
+        self._owns_client = False
+        self._closed = False
+        raw = _b(prefix)
+        self._s_prefix = raw + b"s:"
+        self._u_prefix = raw + b"u:"
+        self._h_prefix = raw + b"h:"
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "keepsake:",
+        cluster: bool = False,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        socket_connect_timeout: float | None = None,
+        **options: Any,
+    ) -> RedisStore:
+        """Build a store on a new client for ``url`` (``redis://``, ``rediss://`` for TLS).
+
+        :param url: ``redis[s]://[[user]:password@]host[:port][/db]``; a ``valkey[s]://``
+            scheme is read as ``redis[s]://``.
+        :param prefix: see :class:`RedisStore`.
+        :param cluster: connect with ``redis.cluster.RedisCluster`` (``url`` names any node).
+        :param socket_timeout: seconds to wait for an answer before the store raises
+            :class:`~flask_keepsake.errors.StoreUnavailable`.
+        :param socket_connect_timeout: seconds to wait for a connection; defaults to
+            ``socket_timeout``.
+        :param options: more keyword arguments for the redis-py client (``ssl_ca_certs``,
+            ``max_connections``, ``retry``, ...). The client does not retry by default: a
+            failed call answers 503 at once, and the next request gets a fresh connection.
+        """
+        redis = _import_redis()
+        for scheme, replacement in (("valkeys://", "rediss://"), ("valkey://", "redis://")):
+            if url.lower().startswith(scheme):
+                url = replacement + url[len(scheme) :]
+        if socket_connect_timeout is None:
+            socket_connect_timeout = socket_timeout
+        options.setdefault("retry", redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+        options.update(socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout)
+        if cluster:
+            client: Any = redis.cluster.RedisCluster.from_url(url, **options)
+        else:
+            client = redis.Redis.from_url(url, **options)
+        store = cls(client, prefix=prefix)
+        store._owns_client = True
+        return store
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.describe()}>"
+
+    def describe(self) -> str:
+        """Return the server (without any password) and the key prefix."""
+        client = self._client
+        if self._cluster:
+            nodes = ",".join(f"{n.host}:{n.port}" for n in client.get_nodes()[:3])
+            where = f"redis cluster {nodes}"
+        else:
+            pool = client.connection_pool
+            kwargs = pool.connection_kwargs
+            if "path" in kwargs:
+                where = f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+            elif "host" in kwargs:
+                scheme = "rediss" if "ssl" in pool.connection_class.__name__.lower() else "redis"
+                host, port, db = kwargs["host"], kwargs.get("port", 6379), kwargs.get("db", 0)
+                where = f"{scheme}://{host}:{port}/{db}"
+            else:
+                where = f"redis ({type(pool).__name__})"
+        return f"{where} prefix={self.prefix!r}"
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` built it; a client passed in is left open."""
+        if self._owns_client and not self._closed:
+            self._closed = True
+            self._client.close()
+
+    # Keys and plumbing.
+
+    def _skey(self, key: str | bytes) -> bytes:
+        return self._s_prefix + (key if isinstance(key, bytes) else _b(key))
+
+    def _ukey(self, user_id: str | bytes) -> bytes:
+        return self._u_prefix + (user_id if isinstance(user_id, bytes) else _b(user_id))
+
+    def _hkey(self, handle: str | bytes) -> bytes:
+        return self._h_prefix + (handle if isinstance(handle, bytes) else _b(handle))
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis session store ({self.describe()}): {exc}")
+
+    def _load_scripts(self) -> None:
+        for script in _SCRIPTS.values():
+            script.sha = _s(self._client.script_load(script.text))
+
+    def _eval(self, script: _Lua, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        try:
+            return self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except self._noscript:
+            self._load_scripts()
+            return self._client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+        """Run ``calls`` in order, in one round trip per server; errors come back as values."""
+        pipe = self._client.pipeline(transaction=False)
+        for what, keys, args in calls:
+            if isinstance(what, _Lua):
+                pipe.execute_command("EVALSHA", what.sha, len(keys), *keys, *args)
+            else:
+                pipe.execute_command(what, *keys, *args)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        if any(isinstance(result, self._noscript) for result in results):
+            # The server lost its scripts (restart, SCRIPT FLUSH): those calls did not run, so
+            # running them now, in their order, runs each exactly once.
+            self._load_scripts()
+            for index, result in enumerate(results):
+                if isinstance(result, self._noscript):
+                    what, keys, args = calls[index]
+                    assert isinstance(what, _Lua)
+                    results[index] = self._eval(what, keys, args)
+        return results
+
+    def _ordered(self, *batches: Sequence[_Call]) -> list[Any]:
+        """Run the batches one after the other and raise the first error.
+
+        On one server a pipeline keeps the order of its commands, so all batches share one
+        round trip. A cluster pipeline runs its commands on several nodes in no set order, so
+        each batch (indexes, then the session) gets its own.
+        """
+        if self._cluster:
+            results = [r for batch in batches for r in self._pipeline(batch)]
+        else:
+            results = self._pipeline([call for batch in batches for call in batch])
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def _fields(self, record: SessionRecord) -> list[bytes]:
+        meta = json.dumps(
+            [
+                record.created,
+                record.absolute_expires_at,
+                record.auth_time,
+                record.ip,
+                record.user_agent,
+            ],
+            separators=(",", ":"),
+        )
+        fields = [
+            b"h",
+            _b(record.handle),
+            b"m",
+            meta.encode(),
+            b"l",
+            _num(record.last_seen),
+            b"e",
+            _num(record.expires_at),
+        ]
+        if record.user_id is not None:
+            fields += (b"u", _b(record.user_id))
+        for name, value in record.data.items():
+            fields += (b"d:" + _b(name), _b(value))
+        return fields
+
+    def _parse(self, key: str, raw: Mapping[Any, Any]) -> SessionRecord | None:
+        """Turn ``HGETALL`` output into a record; ``None``, and a warning, if it is malformed."""
+        try:
+            if not isinstance(next(iter(raw)), bytes):
+                # A client made with decode_responses=True: back to bytes, the one path below.
+                raw = {_b(f): _b(v) for f, v in raw.items()}
+            # This runs on every request that reads its session, hence one pass and no helpers.
+            data = {
+                f[2:].decode("utf-8", "surrogatepass"): v.decode("utf-8", "surrogatepass")
+                for f, v in raw.items()
+                if f[:2] == b"d:"
+            }
+            created, absolute, auth_time, ip, user_agent = json.loads(raw[b"m"])
+            user = raw.get(b"u")
+            record = SessionRecord(
+                key,
+                raw[b"h"].decode("utf-8", "surrogatepass"),
+                data,
+                None if user is None else user.decode("utf-8", "surrogatepass"),
+                created,
+                float(raw[b"l"]),
+                float(raw[b"e"]),
+                absolute,
+                auth_time,
+                ip,
+                user_agent,
+            )
+            if type(created) not in _NUMBERS or type(absolute) not in _NUMBERS:
+                raise TypeError("timestamps are not numbers")
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            self._warn_malformed(key, exc)
+            return None
+        return record
+
+    def _warn_malformed(self, key: str, reason: object) -> None:
+        security_logger.warning(
+            "Redis session record %s... is malformed (%s); treating it as absent.",
+            key[:12],
+            reason,
+        )
+
+    def _members(self, index: bytes) -> list[tuple[bytes, float]]:
+        try:
+            pairs = self._client.zrange(index, 0, -1, withscores=True)
+        except self._response_error:
+            # Not a sorted set: someone wrote over the index. It is rebuilt as sessions change.
+            return []
+        return [
+            (member if isinstance(member, bytes) else _b(member), score) for member, score in pairs
+        ]
+
+    def _unindex(self, key: bytes, handle: Any, user: Any) -> None:
+        calls: list[_Call] = []
+        if handle is not None:
+            calls.append(("ZREM", [self._hkey(handle)], [key]))
+        if user is not None:
+            calls.append(("ZREM", [self._ukey(user)], [key]))
+        if calls:
+            self._pipeline(calls)
+
+    def _index_calls(self, record: SessionRecord, now: float) -> list[_Call]:
+        key = _b(record.key)
+        ttl = _ttl_ms(max(record.absolute_expires_at, record.expires_at), now)
+        calls: list[_Call] = [
+            (_S_INDEX_ADD, [self._hkey(record.handle)], [_num(now), key, ttl, b"1"])
+        ]
+        if record.user_id is not None:
+            calls.append((_S_INDEX_ADD, [self._ukey(record.user_id)], [_num(now), key, ttl, b"0"]))
+        return calls
+
+    def _handle_taken(
+        self, members: Iterable[Any], handle: str, now: float, mine: set[bytes]
+    ) -> bool:
+        """Whether a live record other than ``mine`` holds ``handle``."""
+        others = [m if isinstance(m, bytes) else _b(m) for m in members]
+        others = [m for m in others if m not in mine]
+        if not others:
+            return False
+        calls: list[_Call] = [("HMGET", [self._skey(m)], [b"e", b"h"]) for m in others]
+        for result in self._pipeline(calls):
+            if isinstance(result, Exception) or result[0] is None or result[1] is None:
+                continue
+            try:
+                live = float(result[0]) > now
+            except ValueError:
+                continue
+            if live and _s(result[1]) == handle:
+                return True
+        return False
+
+    # The contract.
+
+    def create(self, record: SessionRecord) -> None:
+        """Store a new record; see :meth:`Store.create`.
+
+        One round trip on a single server (two in a cluster): the index entries, then the
+        session, whose script refuses a live key. A handle collision (which 96 random bits make
+        impossible in practice) is detected from the handle index afterwards, and the record
+        just stored under its unguessable new key is deleted again before ``ValueError``.
+        """
+        now = record.created
+        try:
+            args = [_num(now), _ttl_ms(record.expires_at, now), *self._fields(record)]
+            results = self._ordered(
+                self._index_calls(record, now), [(_S_CREATE, [self._skey(record.key)], args)]
+            )
+            if results[-1] == 0:
+                raise ValueError(_DUPLICATE_KEY)
+            if self._handle_taken(results[0], record.handle, now, {_b(record.key)}):
+                self._client.delete(self._skey(record.key))
+                raise ValueError(_DUPLICATE_HANDLE)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+
+    def load(self, key: str, now: float) -> SessionRecord | None:
+        """Return the live record under ``key`` with one ``HGETALL``; see :meth:`Store.load`.
+
+        A key that holds something other than a session record (garbage written by hand, a
+        truncated record) is logged on ``flask_keepsake.security`` and treated as absent.
+        """
+        try:
+            raw = self._client.hgetall(self._s_prefix + _b(key))
+        except self._response_error as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                self._warn_malformed(key, "not a hash")
+                return None
+            raise self._unavailable(exc) from exc
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        except UnicodeDecodeError as exc:
+            # Only a client made with decode_responses=True decodes, and fails on non-UTF-8.
+            self._warn_malformed(key, exc)
+            return None
+        if not raw:
+            return None
+        record = self._parse(key, raw)
+        if record is None or record.expires_at <= now:
+            return None
+        return record
+
+    def apply(
+        self,
+        key: str,
+        changed: Mapping[str, str],
+        deleted: Collection[str],
+        now: float,
+        touch: Touch | None = None,
+    ) -> bool:
+        """Apply a per-key delta with one Lua script; see :meth:`Store.apply`.
+
+        The script checks that the record is live and changes only the named fields, in one
+        atomic step. A key named in both ``changed`` and ``deleted`` ends up deleted.
+        """
+        args: list[Any] = [_num(now)]
+        if touch is None:
+            args += (b"", b"", b"")
+        else:
+            args += (
+                _num(touch.last_seen),
+                _num(touch.expires_at),
+                _ttl_ms(touch.expires_at, now),
+            )
+        args.append(2 * len(changed))
+        for name, value in changed.items():
+            args += (b"d:" + _b(name), _b(value))
+        args.extend(b"d:" + _b(name) for name in deleted)
+        try:
+            return bool(self._eval(_S_APPLY, [self._s_prefix + _b(key)], args) == 1)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+
+    def touch(self, key: str, touch: Touch, now: float) -> bool:
+        """Refresh ``last_seen``, ``expires_at`` and the TTL; see :meth:`Store.touch`."""
+        return self.apply(key, {}, (), now, touch)
+
+    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
+        """Replace the record under ``old_key`` by ``record``; see :meth:`Store.rename`.
+
+        On one server the swap is a single script over both keys, atomic. In a cluster the two
+        keys live in different slots, so, as the contract asks, the new record is created first
+        and the old one deleted after (if the old one turns out not to be live, the new one is
+        deleted again and ``False`` returned).
+        """
+        old_b, new_b = _b(old_key), _b(record.key)
+        old_skey, new_skey = self._skey(old_b), self._skey(new_b)
+        fields = self._fields(record)
+        ttl = _ttl_ms(record.expires_at, now)
+        try:
+            members = self._ordered(self._index_calls(record, now))[0]
+            if self._handle_taken(members, record.handle, now, {old_b, new_b}):
+                raise ValueError(_DUPLICATE_HANDLE)
+            if not self._cluster or old_b == new_b:
+                result = self._eval(_S_SWAP, [old_skey, new_skey], [_num(now), ttl, *fields])
+                if result[0] == 0:
+                    return False
+                if result[0] == -1:
+                    raise ValueError(_DUPLICATE_KEY)
+            else:
+                if self._eval(_S_CREATE, [new_skey], [_num(now), ttl, *fields]) == 0:
+                    raise ValueError(_DUPLICATE_KEY)
+                result = self._eval(_S_DELETE_IF, [old_skey], [_num(now), b"", b"0", b"", b"1"])
+                if result[0] != 2:
+                    self._client.delete(new_skey)
+                    return False
+            if old_b != new_b:
+                self._unindex(old_b, result[1], result[2])
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        return True
+
+    def delete(self, key: str) -> bool:
+        """Delete the record under ``key``, live or expired; see :meth:`Store.delete`."""
+        key_b = _b(key)
+        try:
+            result = self._eval(_S_DELETE, [self._skey(key_b)], [])
+            if result[0] == 0:
+                return False
+            self._unindex(key_b, result[1], result[2])
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        return True
+
+    def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
+        """Return the user's live records, oldest first; see :meth:`Store.list_user`.
+
+        Two round trips: the user's index, then every indexed session. Entries whose session is
+        gone (for longer than :data:`INDEX_GRACE`) or belongs to someone else are removed.
+        """
+        ukey = self._ukey(user_id)
+        try:
+            members = self._members(ukey)
+            if not members:
+                return []
+            raws = self._pipeline([("HGETALL", [self._skey(m)], []) for m, _ in members])
+            records: list[SessionRecord] = []
+            stale: list[bytes] = []
+            for (member, score), raw in zip(members, raws, strict=True):
+                if isinstance(raw, Exception):
+                    if not isinstance(raw, self._response_error):
+                        raise raw
+                    stale.append(member)
+                    continue
+                if not raw:
+                    if score < now - INDEX_GRACE:
+                        stale.append(member)
+                    continue
+                record = self._parse(_s(member), raw)
+                if record is None:
+                    continue
+                if record.user_id != user_id:
+                    stale.append(member)
+                elif record.expires_at > now:
+                    records.append(record)
+            if stale:
+                self._client.zrem(ukey, *stale)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        records.sort(key=lambda record: (record.created, record.key))
+        return records
+
+    def delete_user(self, user_id: str, now: float, *, except_key: str | None = None) -> int:
+        """Delete the user's records except ``except_key``; see :meth:`Store.delete_user`.
+
+        Each session is deleted by a script that first checks it is bound to ``user_id``, so a
+        stale index entry never deletes someone else's session.
+        """
+        ukey = self._ukey(user_id)
+        keep = None if except_key is None else _b(except_key)
+        try:
+            members = [(m, s) for m, s in self._members(ukey) if m != keep]
+            if not members:
+                return 0
+            args = [_num(now), b"", b"1", _b(user_id), b"0"]
+            results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
+            live = 0
+            remove: list[bytes] = []
+            cleanup: list[_Call] = []
+            for (member, score), result in zip(members, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                status = result[0]
+                if status in (1, 2):
+                    live += status == 2
+                    remove.append(member)
+                    if result[1] is not None:
+                        cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
+                elif status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE):
+                    remove.append(member)
+            if remove:
+                cleanup.append(("ZREM", [ukey], remove))
+            if cleanup:
+                self._pipeline(cleanup)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        return live
+
+    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
+        """Delete the live record named ``handle``; see :meth:`Store.delete_handle`."""
+        hkey = self._hkey(handle)
+        args = [
+            _num(now),
+            _b(handle),
+            b"0" if user_id is None else b"1",
+            b"" if user_id is None else _b(user_id),
+            b"1",
+        ]
+        try:
+            members = self._members(hkey)
+            if not members:
+                return None
+            results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
+            found: bytes | None = None
+            remove: list[bytes] = []
+            cleanup: list[_Call] = []
+            for (member, score), result in zip(members, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                status = result[0]
+                if status == 2:
+                    found = found or member
+                    remove.append(member)
+                    if result[2] is not None:
+                        cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
+                elif status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE):
+                    remove.append(member)
+            if remove:
+                cleanup.append(("ZREM", [hkey], remove))
+            if cleanup:
+                self._pipeline(cleanup)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        return None if found is None else _s(found)
+
+    def purge_expired(self, now: float, batch_size: int = 1000) -> int:
+        """Return 0: Redis removes expired records itself, by their TTL."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        return 0
+
+    def count(self, now: float) -> int:
+        """Return the number of live records; see :meth:`Store.count`.
+
+        This walks every session key with ``SCAN`` (never ``KEYS``), a batch at a time, so it
+        costs time in proportion to the number of sessions: it is for ``stats``, not requests.
+        """
+        pattern = _glob_escape(self.prefix + "s:") + "*"
+        live = 0
+        try:
+            keys = self._client.scan_iter(match=pattern, count=1000)
+            for chunk in _chunks(keys, 1000):
+                for result in self._pipeline([("HGET", [k], [b"e"]) for k in chunk]):
+                    if isinstance(result, Exception) or result is None:
+                        continue
+                    try:
+                        live += float(result) > now
+                    except ValueError:
+                        continue
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        return live
+
+    def count_expired(self, now: float) -> int:
+        """Return 0: expired records are removed by Redis as their TTL runs out."""
+        return 0
