@@ -50,6 +50,9 @@ class Engine:
         self.store = store
         self.clock = clock
         self.csrf_field: str | None = None
+        #: Called instead of starting empty when a request carries no session cookie; set by
+        #: :func:`flask_keepsake.migrate.adopt_old_sessions` to take over the old sessions.
+        self.adopt: Callable[[ServerSession], None] | None = None
 
     # -- cookies ---------------------------------------------------------------------------
 
@@ -108,6 +111,8 @@ class Engine:
         name = self.cookie_attributes(request)[0]
         values = request.cookies.getlist(name)
         if not values:
+            if self.adopt is not None:
+                return self.adopt(session)
             mark_loaded(session)
             return
         if len(values) > 1:
@@ -326,6 +331,10 @@ class Engine:
 
     def unavailable_response(self, app: Flask) -> Response:
         """The application's 503 response, with ``Retry-After``."""
+        security_logger.error(
+            "Session store %s unavailable; answering 503 Service Unavailable.",
+            self.store.describe(),
+        )
         exc = ServiceUnavailable(retry_after=self.settings.retry_after)
         rv: Any = app.handle_http_exception(exc)
         if isinstance(rv, HTTPException):
