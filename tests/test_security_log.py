@@ -195,3 +195,21 @@ def test_no_event_ever_holds_a_token(
     assert text
     for secret in (first, second, tokens.storage_key(first), tokens.storage_key(second)):
         assert secret not in text
+
+
+def test_rejected_csrf_is_logged_with_app_handler(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An application's own CSRFError handler does not silence the security log."""
+    csrf = pytest.importorskip("flask_wtf.csrf")
+    app = make_app()
+    csrf.CSRFProtect(app)
+
+    @app.errorhandler(csrf.CSRFError)
+    def own_handler(exc: Exception) -> tuple[str, int]:
+        return "nope", 400
+
+    with caplog.at_level(logging.WARNING, logger="flask_keepsake.security"):
+        response = app.test_client().post("/set/a", data="1")
+    assert response.data == b"nope"
+    assert any("CSRF check failed" in r.getMessage() for r in caplog.records)

@@ -65,6 +65,18 @@ def init_csrf(app: Flask, *, has_secret: bool) -> None:
     # Registered only when the application has none, and replaced by one it registers later.
     if CSRFError not in app.error_handler_spec[None][400]:
         app.register_error_handler(CSRFError, _csrf_forbidden)
+
+    # The refusal is logged where it is raised, so an application's own CSRFError handler does
+    # not silence the security log. CSRFProtect may be set up after Keepsake: wrap it on the
+    # first request.
+    state = {"done": False}
+
+    def log_csrf_refusals() -> None:
+        if not state["done"]:
+            state["done"] = True
+            _log_refusals(app, CSRFError)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, log_csrf_refusals)
     if (
         "csrf" in app.extensions
         and app.config.get("WTF_CSRF_ENABLED", True)
@@ -151,11 +163,28 @@ class OriginCheck:
         )
 
 
+def _log_refusals(app: Flask, error: type[Exception]) -> None:
+    protect_ext = app.extensions.get("csrf")
+    if protect_ext is None or getattr(protect_ext, "_keepsake_logged", False):
+        return
+    protect = protect_ext.protect
+
+    def logged_protect(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return protect(*args, **kwargs)
+        except error as exc:
+            reason = getattr(exc, "description", None) or "CSRF validation failed."
+            security_logger.warning(
+                "CSRF check failed for %s %r: %s", request.method, request.path[:200], reason
+            )
+            raise
+
+    protect_ext.protect = logged_protect
+    protect_ext._keepsake_logged = True
+
+
 def _csrf_forbidden(exc: Exception) -> ResponseReturnValue:
     """Flask-WTF's ``CSRFError`` (a 400) answered as the application's 403."""
     reason = getattr(exc, "description", None) or "CSRF validation failed."
-    security_logger.warning(
-        "CSRF check failed for %s %r: %s", request.method, request.path[:200], reason
-    )
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     return app.handle_http_exception(Forbidden(reason))

@@ -38,6 +38,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import StoreUnavailable
+from ..tokens import fingerprint
 from .base import SessionRecord, Store, Touch
 
 if TYPE_CHECKING:
@@ -466,8 +467,8 @@ class RedisStore(Store):
 
     def _warn_malformed(self, key: str, reason: object) -> None:
         security_logger.warning(
-            "Redis session record %s... is malformed (%s); treating it as absent.",
-            key[:12],
+            "Redis session record (fingerprint %s) is malformed (%s); treating it as absent.",
+            fingerprint(key),
             reason,
         )
 
