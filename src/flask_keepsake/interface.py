@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -109,7 +110,7 @@ class Engine:
         request = session._request
         assert request is not None
         name = self.cookie_attributes(request)[0]
-        values = request.cookies.getlist(name)
+        values = _cookie_values(request, name)
         if not values:
             if self.adopt is not None:
                 return self.adopt(session)
@@ -203,7 +204,7 @@ class Engine:
 
     def save(self, app: Flask, session: ServerSession, response: Response) -> None:
         """Persist what changed in ``session`` and set or delete the cookie."""
-        response.vary.add("Cookie")
+        _vary_on_cookie(response)
         if response.status_code >= 500 and not self.settings.save_on_error:
             return
         # Serialize before any store call: a TypeError or an oversized session must leave the
@@ -355,6 +356,36 @@ def replace_response(app: Flask, response: Response, new: Response) -> None:
     response.headers = Headers(new.headers)
     response.response = new.response
     response.direct_passthrough = new.direct_passthrough
+
+
+@lru_cache(maxsize=16)
+def _cookie_pattern(name: str) -> re.Pattern[str]:
+    # Whitespace around the name is ignored, as Werkzeug's parser does.
+    return re.compile(r"(?:^|;)[ \t]*" + re.escape(name) + r"[ \t]*=([^;]*)")
+
+
+def _cookie_values(request: Request, name: str) -> list[str]:
+    """Every value the Cookie header gives ``name``, without parsing the other cookies.
+
+    Werkzeug parses the whole header into a MultiDict on first use of ``request.cookies``; the
+    session only needs its own cookie, and anything unusual about it (quotes, odd characters)
+    fails the strict token check either way.
+    """
+    header: str = request.environ.get("HTTP_COOKIE", "")
+    if name not in header:
+        return []
+    return [value.strip(" \t") for value in _cookie_pattern(name).findall(header)]
+
+
+def _vary_on_cookie(response: Response) -> None:
+    # response.vary.add() rebuilds a HeaderSet and the header on every call; this is the same
+    # result at a fraction of the per-request cost.
+    headers = response.headers
+    existing = headers.getlist("Vary")
+    if not existing:
+        headers.add("Vary", "Cookie")
+    elif not any("cookie" in value.lower() or "*" in value for value in existing):
+        headers["Vary"] = ", ".join([*existing, "Cookie"])
 
 
 @lru_cache(maxsize=256)
