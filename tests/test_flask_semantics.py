@@ -269,3 +269,37 @@ def test_clearing_session_ends_it(app: Flask) -> None:
     client.post("/del/a")
     assert client.get_cookie(COOKIE) is None
     assert spy(app).inner.load(key, 0.0) is None
+
+
+@pytest.mark.parametrize("existing", ["Set-Cookie", "X-Cookie-Consent", "Accept-Encoding"])
+def test_vary_cookie_added_beside_lookalikes(make_app: AppFactory, existing: str) -> None:
+    """Vary: Cookie is added even when Vary already names a header that contains 'cookie'."""
+    app = make_app()
+
+    @app.get("/varied")
+    def varied() -> Any:
+        _ = session.get("a")
+        return "ok", 200, {"Vary": existing}
+
+    response = app.test_client().get("/varied")
+    tokens = {t.strip().lower() for v in response.headers.getlist("Vary") for t in v.split(",")}
+    assert tokens == {existing.lower(), "cookie"}
+
+
+def test_scalar_unchanged_after_reassignment_writes_nothing(make_app: AppFactory) -> None:
+    """Re-reading and re-assigning scalars writes nothing; a new equal value is not a change."""
+    app = make_app()
+
+    @app.post("/same")
+    def same() -> str:
+        session["n"] = session["n"]
+        session["s"] = "".join(["a", "b"])
+        return "ok"
+
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["n"] = 5
+        sess["s"] = "ab"
+    spy(app).reset()
+    client.post("/same")
+    assert spy(app).writes == 0

@@ -317,6 +317,7 @@ class Keepsake:
         session._record = None
         session._token = None
         session._loaded = {}
+        session._decoded = ({}, {})
         session._rotate = None
         session._user_id = None
         session._auth_time = None

@@ -38,6 +38,11 @@ security_logger = logging.getLogger("flask_keepsake.security")
 
 _MAX_USER_AGENT = 256
 
+# Immutable scalar types: an object of one of these that is the very object decoded from a
+# stored text serializes back to that text, so saving need not serialize it again.
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+_MISSING = object()
+
 
 class Engine:
     """The per-application session engine, kept in ``app.extensions["keepsake"]``.
@@ -85,8 +90,7 @@ class Engine:
             partitioned=partitioned,
         )
         # A response that carries a session token must never be stored by a shared cache.
-        response.cache_control.no_store = True
-        response.cache_control.public = False
+        _no_store(response)
 
     def delete_cookie(self, response: Response, request: Request) -> None:
         """Remove the session cookie, with the attributes it was issued with."""
@@ -150,6 +154,7 @@ class Engine:
         session._token = raw
         session._record = record
         session._loaded = record.data
+        session._decoded = (values_by_key, record.data)
         session._user_id = record.user_id
         session._auth_time = record.auth_time
         mark_loaded(session)
@@ -165,10 +170,14 @@ class Engine:
         data: dict[str, str] = {}
         size = 0
         dumps = serialize.dumps
+        decoded, texts = session._decoded
         for key, value in dict.items(session):
             if type(key) is not str:
                 raise TypeError(f"Session keys must be str, not {type(key).__name__}: {key!r}.")
-            text = dumps(value, key)
+            if type(value) in _SCALARS and decoded.get(key, _MISSING) is value:
+                text = texts[key]
+            else:
+                text = dumps(value, key)
             data[key] = text
             size += len(key) + len(text)
         if size > self.settings.max_session_bytes:
@@ -377,14 +386,27 @@ def _cookie_values(request: Request, name: str) -> list[str]:
     return [value.strip(" \t") for value in _cookie_pattern(name).findall(header)]
 
 
+def _no_store(response: Response) -> None:
+    # As _vary_on_cookie: response.cache_control re-serializes the header on every change, and
+    # a response without Cache-Control, the usual case, needs one plain header.
+    if "Cache-Control" in response.headers:
+        response.cache_control.no_store = True
+        response.cache_control.public = False
+    else:
+        response.headers["Cache-Control"] = "no-store"
+
+
 def _vary_on_cookie(response: Response) -> None:
     # response.vary.add() rebuilds a HeaderSet and the header on every call; this is the same
-    # result at a fraction of the per-request cost.
+    # result at a fraction of the per-request cost. Tokens are compared whole: "Set-Cookie" or
+    # "X-Cookie-Consent" in Vary does not make a response vary on Cookie.
     headers = response.headers
     existing = headers.getlist("Vary")
     if not existing:
         headers.add("Vary", "Cookie")
-    elif not any("cookie" in value.lower() or "*" in value for value in existing):
+        return
+    tokens = {token.strip().lower() for value in existing for token in value.split(",")}
+    if "cookie" not in tokens and "*" not in tokens:
         headers["Vary"] = ", ".join([*existing, "Cookie"])
 
 

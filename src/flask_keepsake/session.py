@@ -45,6 +45,9 @@ class ServerSession(dict[str, Any], SessionMixin):
     _record: SessionRecord | None
     #: Serialized value of every key as loaded, to compute the delta at save.
     _loaded: dict[str, str]
+    #: The values decoded at load and the texts they came from, so that saving can skip
+    #: serializing an immutable value that is still the very object loaded.
+    _decoded: tuple[dict[str, Any], dict[str, str]]
     #: Pending token change: None, "login" or "regenerate".
     _rotate: str | None
     #: The user the session is bound to (from the record, or set by login).
@@ -62,6 +65,7 @@ class ServerSession(dict[str, Any], SessionMixin):
     _stale_cookie = False
     _record = None
     _loaded = {}
+    _decoded = ({}, {})
     _rotate = None
     _user_id = None
     _auth_time = None

@@ -53,8 +53,12 @@ _SELECT: Final = (
 # expiry condition means a revoked or expired session is never brought back. Values are always
 # strings, so a JSON null in the patch can only mean "delete this key" (RFC 7396 merge patch).
 _APPLY: Final = (
-    "UPDATE keepsake_sessions SET data = json_patch(data, ?), "
-    "last_seen = coalesce(?, last_seen), expires_at = coalesce(?, expires_at) "
+    "UPDATE keepsake_sessions SET data = json_patch(data, ?) WHERE key = ? AND expires_at > ?"
+)
+# A separate statement for a delta with a touch: naming expires_at in SET makes SQLite rewrite
+# its index entry even when the value stays the same, which a delta without a touch need not pay.
+_APPLY_TOUCH: Final = (
+    "UPDATE keepsake_sessions SET data = json_patch(data, ?), last_seen = ?, expires_at = ? "
     "WHERE key = ? AND expires_at > ?"
 )
 _TOUCH: Final = (
@@ -302,10 +306,19 @@ class SQLiteStore(Store):
         when its ``expires_at`` is at or before the new record's ``created``.
         """
         conn = self._conn()
+        params = _record_params(record)
+        try:
+            # Almost always nothing holds the key or handle: one autocommit INSERT does it.
+            conn.execute(_INSERT, params)
+            return
+        except sqlite3.IntegrityError:
+            pass  # a record holds the key or handle; if it has expired, replace it below
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
         try:
             with _immediate(conn):
                 conn.execute(_DELETE_EXPIRED_HOLDERS, (record.key, record.handle, record.created))
-                conn.execute(_INSERT, _record_params(record))
+                conn.execute(_INSERT, params)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 "a live session record with this key or handle already exists"
@@ -336,15 +349,15 @@ class SQLiteStore(Store):
         patch: dict[str, str | None] = dict(changed)
         for name in deleted:
             patch[name] = None
-        params = (
-            json.dumps(patch, separators=(",", ":")),
-            None if touch is None else touch.last_seen,
-            None if touch is None else touch.expires_at,
-            key,
-            now,
-        )
+        text = json.dumps(patch, separators=(",", ":"))
+        params: tuple[object, ...]
+        if touch is None:
+            statement, params = _APPLY, (text, key, now)
+        else:
+            statement = _APPLY_TOUCH
+            params = (text, touch.last_seen, touch.expires_at, key, now)
         try:
-            cursor = self._conn().execute(_APPLY, params)
+            cursor = self._conn().execute(statement, params)
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
         return cursor.rowcount > 0
