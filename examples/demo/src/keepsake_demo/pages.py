@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
@@ -52,31 +51,7 @@ def engine() -> Engine:
 
 def current_session() -> SessionInfo | None:
     """What the store keeps about the session of this request, or ``None`` if nothing yet."""
-    if current_user.is_authenticated:
-        for info in keepsake.sessions():
-            if info.current:
-                return info
-    # Keepsake has no public accessor for the current session's record when nobody is signed
-    # in (keepsake.sessions() lists a user's sessions), so this reads the session's own copy.
-    record = getattr(session, "_record", None)
-    if record is None:
-        return None
-
-    def dt(ts: float) -> datetime:
-        return datetime.fromtimestamp(ts, UTC)
-
-    return SessionInfo(
-        handle=record.handle,
-        user_id=record.user_id,
-        created=dt(record.created),
-        last_seen=dt(record.last_seen),
-        expires=dt(record.expires_at),
-        absolute_expires=dt(record.absolute_expires_at),
-        auth_time=None if record.auth_time is None else dt(record.auth_time),
-        ip=record.ip,
-        user_agent=record.user_agent,
-        current=True,
-    )
+    return keepsake.current_session()
 
 
 def _shown_value(key: str, value: Any) -> str:
