@@ -236,7 +236,7 @@ class Monitor:
         self._ready.wait(5)
 
     def _run(self) -> None:
-        with self._client.monitor() as monitor:
+        with self._client.monitor() as monitor:  # type: ignore[no-untyped-call]
             self._ready.set()
             for entry in monitor.listen():
                 command = str(entry["command"])
