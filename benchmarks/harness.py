@@ -603,7 +603,7 @@ def ratio_samples(
 
 
 #: Store methods that never write.
-READ_METHODS: Final = frozenset({"load", "list_user", "count", "count_expired"})
+READ_METHODS: Final = frozenset({"load", "list_user", "count", "count_expired", "user_counts"})
 
 
 class CountingStore(Store):
@@ -699,6 +699,16 @@ class CountingStore(Store):
         """Count, then delegate."""
         self.calls["count_expired"] += 1
         return self.inner.count_expired(now)
+
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Count, then delegate."""
+        self.calls["user_counts"] += 1
+        return self.inner.user_counts(now, limit)
+
+    def delete_all(self) -> int:
+        """Count, then delegate."""
+        self.calls["delete_all"] += 1
+        return self.inner.delete_all()
 
     def close(self) -> None:
         """Close the wrapped store."""

@@ -46,7 +46,8 @@ class SpyStore(Store):
     @property
     def writes(self) -> int:
         """Number of calls that may write."""
-        return sum(n for m, n in self.calls.items() if m not in {"load", "list_user", "count"})
+        reads = {"load", "list_user", "count", "user_counts"}
+        return sum(n for m, n in self.calls.items() if m not in reads)
 
     def reset(self) -> None:
         self.calls.clear()
@@ -96,6 +97,13 @@ class SpyStore(Store):
 
     def count_expired(self, now: float) -> int:
         return int(self._call("count_expired", now))
+
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        result: list[tuple[str, int]] = self._call("user_counts", now, limit)
+        return result
+
+    def delete_all(self) -> int:
+        return int(self._call("delete_all"))
 
     def close(self) -> None:
         self.inner.close()

@@ -392,7 +392,46 @@ def test_stats_json(app: Flask, clock: FakeClock) -> None:
     data = json.loads(run(app, "stats", "--json", "--user", "5").stdout)
     assert data["live"] == 2
     assert data["users"] == {"5": 2}
+    assert data["top_users"] == [{"user_id": "5", "sessions": 2}]
     assert data["location"] == _store(app).describe()
+
+
+def test_stats_shows_sessions_per_user_top_n(app: Flask, clock: FakeClock) -> None:
+    """stats lists the users with the most live sessions, most first, at most --top of them."""
+
+    def table(result: Result) -> list[list[str]]:
+        lines = result.output.splitlines()
+        start = lines.index("Sessions per user (top 3):")
+        assert lines[start + 1].split() == ["USER", "SESSIONS"]
+        return [line.split() for line in lines[start + 2 :]]
+
+    _sessions(app, 3, user_id=7)
+    _sessions(app, 1, user_id=5)
+    _sessions(app, 2, user_id=8)
+    _sessions(app, 2, user_id=6)
+    assert app.test_client().post("/set/x", data="1").status_code == 200  # anonymous: not counted
+    result = run(app, "stats", "--top", "3")
+    assert result.exit_code == 0, result.output
+    assert table(result) == [["7", "3"], ["6", "2"], ["8", "2"]]
+    clock.advance(IDLE + 1)
+    _sessions(app, 1, user_id=5)  # every earlier session has expired
+    assert table(run(app, "stats", "--top", "3")) == [["5", "1"]]
+
+
+def test_stats_top_defaults_to_ten_and_must_be_positive(app: Flask) -> None:
+    """Without --top the table holds ten users; --top 0 is a usage error."""
+    for user_id in range(12):
+        _sessions(app, 1, user_id=user_id)
+    data = json.loads(run(app, "stats", "--json").stdout)
+    assert len(data["top_users"]) == 10
+    assert "Sessions per user (top 10):" in run(app, "stats").output
+    assert run(app, "stats", "--top", "0").exit_code == 2
+
+
+def test_stats_without_signed_in_sessions(app: Flask) -> None:
+    """An empty table says so."""
+    result = run(app, "stats")
+    assert "Sessions per user (top 10):\n  no signed-in sessions" in result.output
 
 
 def test_stats_store_down(app: Flask) -> None:
@@ -605,19 +644,51 @@ def test_revoke_all_asks_for_confirmation(app: Flask) -> None:
 
 
 def test_revoke_all_with_yes(app: Flask, clock: FakeClock) -> None:
-    """revoke --all --yes ends every session, or says why this store cannot."""
+    """revoke --all --yes ends every session with one delete_all call, on every store."""
     clients = [app.test_client() for _ in range(5)]
     for i, client in enumerate(clients):
         login_client(client, i)
-    result = run(app, "revoke", "--all", "--yes", "--batch-size", "2")
-    if _store(app).name.startswith("redis"):
-        assert result.exit_code == 1
-        assert "store contract cannot end them all" in result.output
-        return
+    received: list[dict[str, Any]] = []
+
+    def receiver(sender: Flask, **kwargs: Any) -> None:
+        received.append(kwargs)
+
+    signals.session_revoked.connect(receiver, sender=app)
+    try:
+        result = run(app, "revoke", "--all", "--yes")
+    finally:
+        signals.session_revoked.disconnect(receiver, sender=app)
     assert result.exit_code == 0, result.output
     assert "Revoked all 5 sessions." in result.output
+    assert spy(app).calls["delete_all"] == 1
+    assert spy(app).calls["purge_expired"] == 0
+    assert received == [{"handle": None, "user_id": None, "count": 5}]
     assert all(c.get("/whoami").data == b"anonymous" for c in clients)
     assert _store(app).count(clock()) == 0
+    assert _store(app).user_counts(clock(), 10) == []
+    # Signing in again works as usual afterwards.
+    login_client(clients[0], 3)
+    assert clients[0].get("/whoami").data == b"3"
+    assert [uid for uid, _ in _store(app).user_counts(clock(), 10)] == ["3"]
+
+
+def test_revoke_all_deletes_expired_records_too(app: Flask, clock: FakeClock) -> None:
+    """Expired records go as well; only the live ones count as revoked."""
+    _sessions(app, 2, user_id=1)
+    clock.advance(IDLE + 1)
+    _sessions(app, 1, user_id=2)
+    store = _store(app)
+    result = run(app, "revoke", "--all", "--yes")
+    assert result.exit_code == 0, result.output
+    # Redis still holds the two expired records too: its TTLs run on real time, not the clock.
+    assert "Revoked all 1 live session; 3 records deleted in all" in result.output
+    assert store.count(clock() - IDLE - 1) == 0
+    assert store.count_expired(clock()) == 0
+
+
+def test_revoke_batch_size_is_gone(app: Flask) -> None:
+    """--batch-size belonged to the old --all loop; it is no longer an option of revoke."""
+    assert run(app, "revoke", "--all", "--yes", "--batch-size", "2").exit_code == 2
 
 
 def test_revoke_needs_a_target(app: Flask) -> None:

@@ -3,7 +3,7 @@
 ``init_app`` adds the group to ``app.cli``, so every application set up with Keepsake has::
 
     flask keepsake check      # a security audit of the configuration, like Django's check --deploy
-    flask keepsake stats      # the store, where it lives, how many sessions, how many expired
+    flask keepsake stats      # the store, where it lives, sessions: live, expired, top users
     flask keepsake cleanup    # purge expired sessions in short batches (cron on SQLite)
     flask keepsake list --user ID
     flask keepsake revoke --user ID | --handle HANDLE | --all --yes
@@ -19,7 +19,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import os
 import secrets
 import subprocess
@@ -713,8 +712,16 @@ def secret_digest_command() -> None:
     metavar="ID",
     help="Also count the live sessions of this user (repeatable).",
 )
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="How many users to show in the sessions-per-user table.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-def stats_command(users: tuple[str, ...], as_json: bool) -> None:
+def stats_command(users: tuple[str, ...], top: int, as_json: bool) -> None:
     """Show the store, where it lives, and how many sessions it holds."""
     engine = _engine()
     store = engine.store
@@ -722,6 +729,7 @@ def stats_command(users: tuple[str, ...], as_json: bool) -> None:
     with _store_errors():
         live = store.count(now)
         expired = store.count_expired(now)
+        top_users = store.user_counts(now, top)
         per_user = {uid: len(store.list_user(uid, now)) for uid in users}
     if as_json:
         data = {
@@ -729,6 +737,7 @@ def stats_command(users: tuple[str, ...], as_json: bool) -> None:
             "location": store.describe(),
             "live": live,
             "expired": expired,
+            "top_users": [{"user_id": uid, "sessions": count} for uid, count in top_users],
             "users": per_user,
         }
         click.echo(json.dumps(data, indent=2))
@@ -739,11 +748,14 @@ def stats_command(users: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"Expired, waiting for cleanup:   {expired}")
     for uid, count in per_user.items():
         click.echo(f"Sessions of user {uid}: {count}")
-    if not users:
-        click.echo(
-            "Sessions per user:              pass --user ID (the store contract cannot list "
-            "every user's count)"
-        )
+    click.echo(f"Sessions per user (top {top}):")
+    if not top_users:
+        click.echo("  no signed-in sessions")
+        return
+    width = max(len("USER"), *(len(uid) for uid, _ in top_users))
+    click.echo(f"  {'USER':<{width}}  SESSIONS")
+    for uid, count in top_users:
+        click.echo(f"  {uid:<{width}}  {count:>8}")
 
 
 # -- cleanup ---------------------------------------------------------------------------------
@@ -869,16 +881,7 @@ def list_command(user_id: str, as_json: bool) -> None:
 )
 @click.option("--all", "everyone", is_flag=True, help="End every session of every user.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation of --all.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="Sessions deleted per store call with --all.",
-)
-def revoke_command(
-    user_id: str | None, handle: str | None, everyone: bool, yes: bool, batch_size: int
-) -> None:
+def revoke_command(user_id: str | None, handle: str | None, everyone: bool, yes: bool) -> None:
     """End sessions now: one (--handle), a user's (--user), or everyone's (--all)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     engine = _engine()
@@ -897,31 +900,24 @@ def revoke_command(
             count = keepsake.revoke_all(user_id, keep_current=False)
             click.echo(f"Revoked {count} session{'s' * (count != 1)} of user {user_id}.")
         else:
-            _revoke_everyone(app, engine, yes, batch_size)
+            _revoke_everyone(app, engine, yes)
 
 
-def _revoke_everyone(app: Flask, engine: Engine, yes: bool, batch_size: int) -> None:
+def _revoke_everyone(app: Flask, engine: Engine, yes: bool) -> None:
     store = engine.store
-    now = engine.clock()
-    live = store.count(now)
+    live = store.count(engine.clock())
     if not yes:
         click.confirm(f"End all {live} live sessions? Every user will be logged out.", abort=True)
-    # Expired records first, so that what follows counts live sessions only.
-    while store.purge_expired(now, batch_size):
-        pass
-    # The contract has no "delete everything"; purging with an instant after every expiry does
-    # exactly that on stores that keep expired records (memory, SQLite).
-    total = 0
-    while purged := store.purge_expired(math.inf, batch_size):
-        total += purged
-    if total:
-        security_logger.info("All sessions revoked from the command line: %d.", total)
-        signals.session_revoked.send(app, handle=None, user_id=None, count=total)
-    left = store.count(engine.clock())
-    if left:
-        raise click.ClickException(
-            f"Revoked {total} sessions, but {left} remain: the {store.name} store removes only "
-            "records it has expired itself, so the store contract cannot end them all. Revoke "
-            "users one by one with --user."
+    # One contract call on every store: expired records and the store's indexes go too.
+    deleted = store.delete_all()
+    if live:
+        security_logger.info("All sessions revoked from the command line: %d.", live)
+        signals.session_revoked.send(app, handle=None, user_id=None, count=live)
+    plural = "s" * (live != 1)
+    if deleted == live:
+        click.echo(f"Revoked all {live} session{plural}.")
+    else:
+        click.echo(
+            f"Revoked all {live} live session{plural}; {deleted} record{'s' * (deleted != 1)} "
+            "deleted in all (expired ones included)."
         )
-    click.echo(f"Revoked all {total} session{'s' * (total != 1)}.")

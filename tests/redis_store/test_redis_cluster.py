@@ -78,3 +78,15 @@ def test_flask_app_runs_on_the_cluster(store: RedisStore, make_app: AppOnStore) 
     client.post("/logout")
     assert client.get("/whoami").data == b"anonymous"
     assert store.count(NOW) == 0
+
+
+def test_user_counts_and_delete_all_reach_every_node(
+    store: RedisStore, redis_cluster: RedisClusterServers
+) -> None:
+    """SCAN runs on every primary: users and records on all three nodes are seen and deleted."""
+    for index in range(30):
+        store.create(make_record(f"s{index}", user_id=f"user{index % 6}"))
+    assert all(node.admin().dbsize() > 0 for node in redis_cluster.nodes)
+    assert store.user_counts(NOW, 10) == [(f"user{i}", 5) for i in range(6)]
+    assert store.delete_all() == 30
+    assert all(node.admin().dbsize() == 0 for node in redis_cluster.nodes)

@@ -377,3 +377,43 @@ def test_scripts_are_loaded_again_after_script_flush(
     assert store.apply(key_for("b"), {"x": "1"}, (), NOW) is True
     server.admin().script_flush()
     assert store.delete_user("u", NOW) == 2
+
+
+# user_counts and delete_all: SCAN over the store's own prefix
+
+
+def test_delete_all_and_user_counts_keep_to_their_prefix(server: RedisServer) -> None:
+    """Glob metacharacters in the prefix match literally; other prefixes and keys stay."""
+    mine = RedisStore.from_url(server.url, prefix="app?[a]*:")
+    # Keys the unescaped pattern "app?[a]*:*" would match.
+    other = RedisStore.from_url(server.url, prefix="appXa-other:")
+    try:
+        for store in (mine, other):
+            store.create(make_record("one", user_id="u"))
+            store.create(make_record("two", user_id="u"))
+        server.admin().set("app?[a]*:unrelated", "kept")
+        before = commands(server)
+        assert mine.user_counts(NOW, 10) == [("u", 2)]
+        assert mine.delete_all() == 2
+        assert "keys" not in sent(server, before)
+        assert mine.count(NOW) == 0
+        assert mine.list_user("u", NOW) == []
+        assert other.count(NOW) == 2
+        assert other.user_counts(NOW, 10) == [("u", 2)]
+        assert server.admin().get("app?[a]*:unrelated") == b"kept"
+        assert not list(server.admin().scan_iter(match=b"app\\?\\[a\\]\\*:[shu]:*"))
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_user_counts_skips_stale_and_foreign_index_entries(
+    store: RedisStore, server: RedisServer
+) -> None:
+    """An index entry counts only if its session exists, is live and is bound to that user."""
+    store.create(make_record("mine", user_id="u"))
+    store.create(make_record("theirs", user_id="v"))
+    admin = server.admin()
+    admin.zadd(f"{store.prefix}u:u", {key_for("theirs"): NOW, key_for("gone"): NOW})
+    admin.set(f"{store.prefix}u:w", "not a sorted set")
+    assert store.user_counts(NOW, 10) == [("u", 1), ("v", 1)]

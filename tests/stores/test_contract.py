@@ -652,6 +652,109 @@ def test_count_expired_counts_expired_records_only(store: Store, native_expiry: 
     assert store.count_expired(NOW) == (0 if native_expiry else 2)
 
 
+# user_counts
+
+
+def test_user_counts_orders_by_count_then_user_id(store: Store) -> None:
+    """Most live records first; users with as many records come in user id order."""
+    for user, n in (("carol", 1), ("bob", 3), ("alice", 1), ("dave", 2)):
+        for index in range(n):
+            store.create(make_record(f"{user}{index}", user_id=user))
+    assert store.user_counts(NOW, 10) == [("bob", 3), ("dave", 2), ("alice", 1), ("carol", 1)]
+
+
+def test_user_counts_returns_at_most_limit_users(store: Store) -> None:
+    """The limit cuts the list after the top users, ties still broken by user id."""
+    for user, n in (("u1", 1), ("u2", 2), ("u3", 2), ("u4", 3)):
+        for index in range(n):
+            store.create(make_record(f"{user}-{index}", user_id=user))
+    assert store.user_counts(NOW, 2) == [("u4", 3), ("u2", 2)]
+    assert store.user_counts(NOW, 1) == [("u4", 3)]
+
+
+def test_user_counts_excludes_expired_and_anonymous_records(store: Store) -> None:
+    """Only live records bound to a user count; a user with only expired records is absent."""
+    store.create(make_record("live", user_id="u"))
+    store.create(make_record("gone", user_id="u", expires_at=NOW))
+    store.create(make_record("all gone", user_id="v", expires_at=NOW - 1))
+    for index in range(3):
+        store.create(make_record(f"anon{index}"))
+    assert store.user_counts(NOW, 10) == [("u", 1)]
+    assert store.user_counts(NOW + TTL, 10) == []
+
+
+def test_user_counts_follows_deletes_and_renames(store: Store) -> None:
+    """Deleted records stop counting; a renamed record counts once, for its user."""
+    first, second = make_record("one", user_id="u"), make_record("two", user_id="u")
+    store.create(first)
+    store.create(second)
+    store.delete(first.key)
+    assert store.rename(second.key, dataclasses.replace(second, key=key_for("three")), NOW)
+    assert store.user_counts(NOW, 5) == [("u", 1)]
+
+
+def test_user_counts_on_an_empty_store_is_empty(store: Store) -> None:
+    """No records, no users."""
+    assert store.user_counts(NOW, 10) == []
+
+
+def test_user_counts_rejects_a_limit_below_one(store: Store) -> None:
+    """A limit of zero or less is a programming error."""
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match="limit"):
+            store.user_counts(NOW, limit)
+
+
+# delete_all
+
+
+def test_delete_all_deletes_every_record_and_returns_the_count(store: Store) -> None:
+    """Live and expired, anonymous and bound: everything goes, and each record is counted."""
+    store.create(make_record("live bound", user_id="u"))
+    store.create(make_record("live bound too", user_id="u"))
+    store.create(make_record("live anon"))
+    # Created long ago, so that Redis, whose TTLs run on real time, still holds them.
+    past = NOW - 3 * TTL
+    store.create(make_record("expired bound", user_id="v", created=past, expires_at=NOW))
+    store.create(make_record("expired anon", created=past, expires_at=NOW - TTL))
+    assert store.count_expired(NOW) in (0, 2)
+    assert store.delete_all() == 5
+    assert store.count(past) == 0
+    assert store.count_expired(NOW + 20 * TTL) == 0
+    assert store.list_user("u", NOW) == []
+    assert store.user_counts(NOW, 10) == []
+    for name in ("live bound", "live anon", "expired bound"):
+        assert store.load(key_for(name), past) is None
+    assert store.delete_handle("h-live bound", NOW) is None
+    assert store.delete_user("u", NOW) == 0
+
+
+def test_delete_all_on_an_empty_store_returns_zero(store: Store) -> None:
+    """Nothing to delete, twice in a row."""
+    assert store.delete_all() == 0
+    store.create(make_record())
+    assert store.delete_all() == 1
+    assert store.delete_all() == 0
+
+
+def test_store_works_normally_after_delete_all(store: Store) -> None:
+    """After delete_all, new records (even with old keys and handles) behave as in a new store."""
+    old = make_record("old", user_id="u")
+    store.create(old)
+    store.create(make_record("other", user_id="u"))
+    assert store.delete_all() == 2
+    fresh = make_record("old", user_id="u", data={"fresh": "1"})
+    store.create(fresh)
+    assert store.load(fresh.key, NOW) == fresh
+    assert store.list_user("u", NOW) == [fresh]
+    assert store.user_counts(NOW, 10) == [("u", 1)]
+    assert store.count(NOW) == 1
+    assert store.delete_handle(fresh.handle, NOW, user_id="u") == fresh.key
+    assert store.load(fresh.key, NOW) is None
+    assert store.list_user("u", NOW) == []
+    assert store.user_counts(NOW, 10) == []
+
+
 # close and describe
 
 

@@ -174,6 +174,24 @@ class Store(abc.ABC):
         Backends that expire records natively (Redis TTLs) return 0.
         """
 
+    @abc.abstractmethod
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Return the users with the most live records, as ``(user_id, count)`` pairs.
+
+        Most records first, ties by ``user_id``; at most ``limit`` pairs. Anonymous records and
+        users whose records have all expired are not counted. For statistics, not requests: a
+        backend may walk every record. ``limit`` below 1 raises ``ValueError``.
+        """
+
+    @abc.abstractmethod
+    def delete_all(self) -> int:
+        """Delete every record, live or expired, and every index entry of this store.
+
+        Return how many records were deleted. Only this store's records go: a backend shared with
+        other data (a Redis key prefix, a table in a shared file) leaves the rest alone. Afterwards
+        the store works as if new. Records created while the call runs may survive it.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections and files. The store is not used after this."""
 

@@ -7,6 +7,7 @@ several worker processes must use :class:`~flask_keepsake.stores.sqlite.SQLiteSt
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import threading
 from collections.abc import Collection, Mapping
 
@@ -216,6 +217,27 @@ class MemoryStore(Store):
         """Return the number of expired records; see :meth:`Store.count_expired`."""
         with self._lock:
             return sum(1 for record in self._records.values() if record.expires_at <= now)
+
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Return the users with the most live records; see :meth:`Store.user_counts`."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        with self._lock:
+            counts = [
+                (user_id, live)
+                for user_id, keys in self._by_user.items()
+                if (live := sum(1 for key in keys if self._records[key].expires_at > now))
+            ]
+        return heapq.nsmallest(limit, counts, key=lambda pair: (-pair[1], pair[0]))
+
+    def delete_all(self) -> int:
+        """Delete every record and index entry; see :meth:`Store.delete_all`."""
+        with self._lock:
+            deleted = len(self._records)
+            self._records.clear()
+            self._by_user.clear()
+            self._by_handle.clear()
+            return deleted
 
     def close(self) -> None:
         """Forget every record."""

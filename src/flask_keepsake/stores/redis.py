@@ -30,6 +30,7 @@ works; the TTL is set relative to real time as ``expires_at - now``, and only re
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import json
 import logging
@@ -196,6 +197,10 @@ _Call = tuple[_Lua | str, Sequence[bytes], Sequence[Any]]
 
 _NUMBERS: Final = (float, int)
 
+#: Keys asked for per ``SCAN`` call, and keys handled per pipeline by the commands that walk
+#: every key of the store (``count``, ``user_counts``, ``delete_all``).
+_SCAN_BATCH: Final = 1000
+
 _DUPLICATE_KEY: Final = "a live session record with this key already exists"
 _DUPLICATE_HANDLE: Final = "a live session record with this handle already exists"
 
@@ -219,8 +224,14 @@ def _ttl_ms(until: float, now: float) -> int:
     return max(1, math.ceil((until - now) * 1000))
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+def _glob_escape(raw: bytes) -> bytes:
+    """Escape the glob metacharacters of ``raw`` for a ``SCAN ... MATCH`` pattern."""
+    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    # Clients made with decode_responses=True hand back str.
+    return value if isinstance(value, bytes) else _b(value)
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -270,6 +281,7 @@ class RedisStore(Store):
         self._owns_client = False
         self._closed = False
         raw = _b(prefix)
+        self._prefix = raw
         self._s_prefix = raw + b"s:"
         self._u_prefix = raw + b"u:"
         self._h_prefix = raw + b"h:"
@@ -356,6 +368,24 @@ class RedisStore(Store):
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"Redis session store ({self.describe()}): {exc}")
+
+    def _scan(self, start: bytes) -> Iterator[bytes]:
+        """Every key that starts with ``start``, by ``SCAN`` (never ``KEYS``), a batch at a time.
+
+        ``start`` is built from the configured prefix, never from client input; its glob
+        metacharacters are escaped so that it matches literally. ``SCAN`` sees one server's keys,
+        so in a cluster every primary is scanned in turn, each with its own cursor (redis-py's
+        ``RedisCluster.scan_iter`` does this when given no node, but naming each primary keeps it
+        right whatever the client's default target for ``SCAN``). A key may come back twice.
+        """
+        pattern = _glob_escape(start) + b"*"
+        if not self._cluster:
+            for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                yield _bytes(key)
+            return
+        for node in self._client.get_primaries():
+            for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH, target_nodes=node):
+                yield _bytes(key)
 
     def _load_scripts(self) -> None:
         for script in _SCRIPTS.values():
@@ -776,11 +806,9 @@ class RedisStore(Store):
         This walks every session key with ``SCAN`` (never ``KEYS``), a batch at a time, so it
         costs time in proportion to the number of sessions: it is for ``stats``, not requests.
         """
-        pattern = _glob_escape(self.prefix + "s:") + "*"
         live = 0
         try:
-            keys = self._client.scan_iter(match=pattern, count=1000)
-            for chunk in _chunks(keys, 1000):
+            for chunk in _chunks(self._scan(self._s_prefix), _SCAN_BATCH):
                 for result in self._pipeline([("HGET", [k], [b"e"]) for k in chunk]):
                     if isinstance(result, Exception) or result is None:
                         continue
@@ -795,3 +823,75 @@ class RedisStore(Store):
     def count_expired(self, now: float) -> int:
         """Return 0: expired records are removed by Redis as their TTL runs out."""
         return 0
+
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Return the users with the most live records; see :meth:`Store.user_counts`.
+
+        Walks the per-user indexes with ``SCAN`` (never ``KEYS``), every primary of a cluster,
+        and checks each indexed session as :meth:`list_user` does: an entry counts only if its
+        session exists, is live and is bound to that user. Costs time in proportion to the
+        number of sessions: it is for ``stats``, not requests. Writes nothing.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        counts: dict[bytes, int] = {}
+        try:
+            for chunk in _chunks(self._scan(self._u_prefix), _SCAN_BATCH):
+                # SCAN may return a key twice; a user is counted once.
+                ukeys = [k for k in dict.fromkeys(chunk) if k[len(self._u_prefix) :] not in counts]
+                ranges = self._pipeline([("ZRANGE", [k], [0, -1]) for k in ukeys])
+                entries: list[tuple[bytes, bytes]] = []
+                for ukey, members in zip(ukeys, ranges, strict=True):
+                    if isinstance(members, Exception):
+                        if not isinstance(members, self._response_error):
+                            raise members
+                        continue  # not a sorted set: someone wrote over the index
+                    user = ukey[len(self._u_prefix) :]
+                    counts[user] = 0
+                    entries += ((user, _bytes(m)) for m in members)
+                for part in _chunks(entries, _SCAN_BATCH):
+                    calls: list[_Call] = [("HMGET", [self._skey(m)], [b"e", b"u"]) for _, m in part]
+                    for (user, _), result in zip(part, self._pipeline(calls), strict=True):
+                        if isinstance(result, Exception):
+                            if not isinstance(result, self._response_error):
+                                raise result
+                            continue
+                        expires, owner = result
+                        if expires is None or owner is None or _bytes(owner) != user:
+                            continue
+                        try:
+                            counts[user] += float(expires) > now
+                        except ValueError:
+                            continue
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        live = [(_s(user), n) for user, n in counts.items() if n]
+        return heapq.nsmallest(limit, live, key=lambda pair: (-pair[1], pair[0]))
+
+    def delete_all(self) -> int:
+        """Delete every record and index of this store; see :meth:`Store.delete_all`.
+
+        Walks the keys under the store's prefix with ``SCAN`` (never ``KEYS``), every primary of
+        a cluster, and unlinks them in pipelined batches, session records before the index keys
+        of the same batch. Keys under the prefix that are neither records nor indexes, and keys
+        of other prefixes, are left alone. Returns how many session records were unlinked.
+        """
+        deleted = 0
+        try:
+            for chunk in _chunks(self._scan(self._prefix), _SCAN_BATCH):
+                sessions = [k for k in chunk if k.startswith(self._s_prefix)]
+                indexes = [
+                    k for k in chunk if k.startswith(self._u_prefix) or k.startswith(self._h_prefix)
+                ]
+                for keys in (sessions, indexes):
+                    if not keys:
+                        continue
+                    results = self._pipeline([("UNLINK", [k], []) for k in keys])
+                    for result in results:
+                        if isinstance(result, Exception):
+                            raise result
+                    if keys is sessions:
+                        deleted += sum(int(result) for result in results)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        return deleted

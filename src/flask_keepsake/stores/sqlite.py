@@ -88,6 +88,12 @@ _PURGE: Final = (
 )
 _COUNT: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at > ?"
 _COUNT_EXPIRED: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at <= ?"
+_USER_COUNTS: Final = (
+    "SELECT user_id, count(*) AS n FROM keepsake_sessions "
+    "WHERE user_id IS NOT NULL AND expires_at > ? "
+    "GROUP BY user_id ORDER BY n DESC, user_id LIMIT ?"
+)
+_DELETE_ALL: Final = "DELETE FROM keepsake_sessions"
 
 
 def _row_to_record(row: tuple[Any, ...]) -> SessionRecord:
@@ -452,6 +458,27 @@ class SQLiteStore(Store):
     def count_expired(self, now: float) -> int:
         """Return the number of expired records; see :meth:`Store.count_expired`."""
         return self._count(_COUNT_EXPIRED, now)
+
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Return the users with the most live records; see :meth:`Store.user_counts`."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        try:
+            rows = self._conn().execute(_USER_COUNTS, (now, limit)).fetchall()
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return [(str(row[0]), int(row[1])) for row in rows]
+
+    def delete_all(self) -> int:
+        """Delete every record in one statement; see :meth:`Store.delete_all`.
+
+        Other tables in the same file are left alone.
+        """
+        try:
+            cursor = self._conn().execute(_DELETE_ALL)
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount
 
     def _count(self, statement: str, now: float) -> int:
         try:
