@@ -79,6 +79,7 @@ from .crypto import (
 )
 from .csrf import init_csrf
 from .errors import ConfigError, KeepsakeError, NotInitialized
+from .interface import vary_on_cookie
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -403,6 +404,9 @@ class CookieRegistry:
 
     def __init__(self) -> None:
         self._cookies: dict[str, DeclaredCookie] = {}
+        # Read on every request: most applications declare no non-essential cookie, and then
+        # consent needs no work at all.
+        self.has_optional = False
         # Weak: the registry must never keep an application (or its jar) alive.
         self._jars: weakref.WeakSet[CookieJar] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -425,6 +429,8 @@ class CookieRegistry:
             for jar in list(self._jars):
                 jar.accept(cookie)
             self._cookies[cookie.name] = cookie
+            if cookie.category != ESSENTIAL:
+                self.has_optional = True
 
     def attach(self, jar: CookieJar) -> None:
         """Check every declared cookie against a newly set up application, then follow it."""
@@ -733,13 +739,15 @@ class CookieJar:
         """Vary on Cookie when one was read, delete cookies without consent, warn in debug."""
         state: _RequestState | None = g.get(_STATE)
         if state is not None and state.read:
-            response.vary.add("Cookie")
+            vary_on_cookie(response)
         self._enforce_consent(response)
         if current_app.debug:
             self._warn_undeclared(response)
         return response
 
     def _enforce_consent(self, response: Response) -> None:
+        if not self.registry.has_optional:
+            return
         optional = [c for c in self.registry if c.category != ESSENTIAL]
         if not optional or not (request.cookies or "Set-Cookie" in response.headers):
             return

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flask import Flask, Request, Response
+    from werkzeug.wrappers import Response as BaseResponse
 
     from .config import Settings
     from .stores.base import Store
@@ -213,7 +214,7 @@ class Engine:
 
     def save(self, app: Flask, session: ServerSession, response: Response) -> None:
         """Persist what changed in ``session`` and set or delete the cookie."""
-        _vary_on_cookie(response)
+        vary_on_cookie(response)
         if response.status_code >= 500 and not self.settings.save_on_error:
             return
         # Serialize before any store call: a TypeError or an oversized session must leave the
@@ -387,7 +388,7 @@ def _cookie_values(request: Request, name: str) -> list[str]:
 
 
 def _no_store(response: Response) -> None:
-    # As _vary_on_cookie: response.cache_control re-serializes the header on every change, and
+    # As vary_on_cookie: response.cache_control re-serializes the header on every change, and
     # a response without Cache-Control, the usual case, needs one plain header.
     if "Cache-Control" in response.headers:
         response.cache_control.no_store = True
@@ -396,7 +397,8 @@ def _no_store(response: Response) -> None:
         response.headers["Cache-Control"] = "no-store"
 
 
-def _vary_on_cookie(response: Response) -> None:
+def vary_on_cookie(response: BaseResponse) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header unless it is already there."""
     # response.vary.add() rebuilds a HeaderSet and the header on every call; this is the same
     # result at a fraction of the per-request cost. Tokens are compared whole: "Set-Cookie" or
     # "X-Cookie-Consent" in Vary does not make a response vary on Cookie.
