@@ -12,6 +12,9 @@ same run. Rows, each a Flask app called in-process through ``app.wsgi_app`` with
 environ (``harness``):
 
 - Keepsake on Redis (``RedisStore``), default configuration;
+- Keepsake on Redis with the opt-in local cache (``RedisStore(..., local_cache=10_000)``):
+  reads served from process memory that Redis invalidates (``CLIENT TRACKING``), a delta in one
+  round trip;
 - Flask-Session 0.8 with ``SESSION_TYPE="redis"``, default configuration;
 - the redis-py floors: one ``GET`` (one round trip, the least a request that reads its session
   can do), and a ``GET`` then a ``SET`` (two round trips, the least a request that reads and then
@@ -57,6 +60,9 @@ from flask_keepsake.tokens import storage_key
 from harness import BASELINE, WORKLOADS, Case, Summary
 
 KS: Final = "Keepsake (Redis)"
+KSC: Final = "Keepsake (Redis, local cache)"
+#: The Keepsake rows, each checked against the targets.
+KEEPSAKE_ROWS: Final = (KS, KSC)
 FS: Final = "Flask-Session (Redis)"
 FLOOR: Final = "redis-py floor"
 #: Floor operations: after a baseline request (what the targets use), and in a tight loop.
@@ -324,22 +330,27 @@ class Result:
         case = self.cases[f"{variant}/{workload}"]
         return h.summarize([x / 1000 for x in h.paired_overheads(self.samples, case)])
 
-    def ratio(self, workload: str, variant: str, other: str) -> Summary:
+    def ratio(self, workload: str, variant: str, other: str, keepsake: str = KS) -> Summary:
         """Keepsake's overhead on ``workload`` over ``variant/other``'s, per repetition."""
         return h.summarize(
             h.ratio_samples(
-                self.samples, self.cases[f"{KS}/{workload}"], self.cases[f"{variant}/{other}"]
+                self.samples,
+                self.cases[f"{keepsake}/{workload}"],
+                self.cases[f"{variant}/{other}"],
             )
         )
 
     def checks(self) -> list[tuple[str, float, float, bool]]:
-        """``(target, measured ratio, limit, met)`` per target, plus the untouched check."""
+        """``(target, measured ratio, limit, met)`` per target and Keepsake row, plus untouched."""
         rows = []
-        for workload, variant, other, limit in TARGETS:
-            value = self.ratio(workload, variant, other).median
-            rows.append((f"{workload}: Keepsake / {variant} {other}", value, limit, value <= limit))
-        untouched = sum(self.commands[KS]["untouched"].values())
-        rows.append(("untouched: Redis commands per request", untouched, 0.0, untouched == 0))
+        for keepsake in KEEPSAKE_ROWS:
+            for workload, variant, other, limit in TARGETS:
+                value = self.ratio(workload, variant, other, keepsake).median
+                name = f"{workload}: {keepsake} / {variant} {other}"
+                rows.append((name, value, limit, value <= limit))
+            untouched = sum(self.commands[keepsake]["untouched"].values())
+            name = f"untouched: {keepsake}, Redis commands per request"
+            rows.append((name, untouched, 0.0, untouched == 0))
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -373,17 +384,22 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> R
         floor_client = stack.enter_context(redis.Redis(port=port))
         store = RedisStore.from_url(url, prefix=PREFIX)
         stack.callback(store.close)
+        cached_store = RedisStore.from_url(url, prefix=PREFIX, local_cache=10_000)
+        stack.callback(cached_store.close)
 
         base = h.baseline_app()
         ks_app = h.keepsake_app(store)
+        ksc_app = h.keepsake_app(cached_store)
         fs_app = flask_session_redis_app(fs_client)
         ks_cookie, fs_cookie = h.seed_cookie(ks_app), h.seed_cookie(fs_app)
-        h.fill_sessions(ks_app, options.fill - 1)
+        ksc_cookie = h.seed_cookie(ksc_app)
+        h.fill_sessions(ks_app, options.fill - 2)
         h.fill_sessions(fs_app, options.fill - 1)
 
         cases = [
             *h.workload_cases(BASELINE, base, ks_cookie, baseline=None),
             *h.workload_cases(KS, ks_app, ks_cookie, cleanup=h.keepsake_cleanup(store)),
+            *h.workload_cases(KSC, ksc_app, ksc_cookie, cleanup=h.keepsake_cleanup(cached_store)),
             *h.workload_cases(FS, fs_app, fs_cookie, cleanup=fs_cleanup(fs_client)),
         ]
         by_key = {case.key: case for case in cases}
@@ -396,7 +412,7 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> R
             variant: {
                 w: commands_per_request(port, admin, by_key[f"{variant}/{w}"]) for w in WORKLOADS
             }
-            for variant in (KS, FS)
+            for variant in (*KEEPSAKE_ROWS, FS)
         }
 
         progress("memory")
@@ -470,7 +486,8 @@ def report(result: Result, style: h.TableStyle = "text") -> str:
     """The tables of one run."""
     out = []
     rows = [
-        [variant, *(_cell(result.overhead(variant, w)) for w in WORKLOADS)] for variant in (KS, FS)
+        [variant, *(_cell(result.overhead(variant, w)) for w in WORKLOADS)]
+        for variant in (*KEEPSAKE_ROWS, FS)
     ]
     out.append("Overhead per request over the no-session baseline, µs: median (q1-q3)")
     out.append(h.format_table(["variant", *WORKLOADS], rows, style=style))

@@ -48,6 +48,12 @@ def _redis(request: pytest.FixtureRequest) -> Store:
     return RedisStore.from_url(server.url)
 
 
+def _redis_local_cache(request: pytest.FixtureRequest) -> Store:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.admin().flushdb()
+    return RedisStore.from_url(server.url, local_cache=1000)
+
+
 def _redis_cluster(request: pytest.FixtureRequest) -> Store:
     cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
     cluster.flush()
@@ -58,5 +64,6 @@ STORES: dict[str, StoreSpec] = {
     "memory": StoreSpec(_memory),
     "sqlite": StoreSpec(_sqlite),
     "redis": StoreSpec(_redis, native_expiry=True),
+    "redis-local-cache": StoreSpec(_redis_local_cache, native_expiry=True),
     "redis-cluster": StoreSpec(_redis_cluster, native_expiry=True),
 }

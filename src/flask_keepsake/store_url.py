@@ -64,6 +64,8 @@ _REDIS_OPTIONS: dict[str, Callable[[str], object]] = {
     "ssl_certfile": str,
     "ssl_keyfile": str,
     "ssl_check_hostname": lambda text: _flag("ssl_check_hostname", text),
+    "local_cache": int,
+    "local_cache_ttl": float,
 }
 
 

@@ -60,13 +60,20 @@ class AppProcess:
         self.process.stdout.close()
 
 
-@pytest.fixture
-def two_apps(redis_server: RedisServer) -> Iterator[tuple[AppProcess, AppProcess]]:
-    """Two app processes on their own loopback ports, both on the shared Redis."""
+@pytest.fixture(params=["", "?local_cache=1000"], ids=["no-cache", "local-cache"])
+def two_apps(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> Iterator[tuple[AppProcess, AppProcess]]:
+    """Two app processes on their own loopback ports, both on the shared Redis.
+
+    Once as configured by default, once with each process keeping a local cache that Redis
+    invalidates: the logout must reach the first process's cache too.
+    """
     redis_server.admin().flushdb()
-    first = AppProcess(redis_server.url)
+    url = redis_server.url + request.param
+    first = AppProcess(url)
     try:
-        second = AppProcess(redis_server.url)
+        second = AppProcess(url)
     except BaseException:
         first.stop()
         raise
@@ -85,6 +92,7 @@ def test_two_processes_share_sessions_and_logout(two_apps: tuple[AppProcess, App
     assert two.request("GET", "/whoami", token)[:2] == (200, "alice")
     assert two.request("POST", "/set/cart", token)[:2] == (200, "ok")
     assert one.request("GET", "/get/cart", token)[:2] == (200, "'v'")
+    assert one.request("GET", "/whoami", token)[:2] == (200, "alice")
     status, _, after_logout = two.request("POST", "/logout", token)
     assert (status, after_logout) == (200, None)
     assert one.request("GET", "/whoami", token)[:2] == (200, "anonymous")

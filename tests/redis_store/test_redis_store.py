@@ -22,7 +22,7 @@ from .conftest import AppOnStore
 
 COOKIE = "__Host-session"
 #: Commands the store's Lua scripts call; INFO commandstats counts those calls too.
-INSIDE_SCRIPTS = {"hget", "hmget", "hset", "hdel", "pexpire", "del", "type"}
+INSIDE_SCRIPTS = {"hget", "hmget", "hset", "hdel", "hincrby", "pexpire", "del", "type"}
 
 
 def commands(server: RedisServer) -> dict[str, int]:

@@ -8,7 +8,8 @@ The data model, chosen for the engine's guarantees (see ``docs/stores.md``):
 ``{prefix}s:{key}``, a HASH per session
     ``h`` the handle, ``u`` the user id (absent while anonymous), ``l`` last seen, ``e`` expires
     at, ``m`` the fields no request changes (created, absolute expiry, auth time, IP, user agent)
-    as one JSON array, and one field ``d:{name}`` per session key. Data fields carry the ``d:``
+    as one JSON array, ``v`` a version that every delta bumps (absent until the first one; the
+    local cache uses it), and one field ``d:{name}`` per session key. Data fields carry the ``d:``
     prefix, so no session key can overwrite metadata. Loading is one ``HGETALL``; a delta is one
     Lua script that changes only the fields it names, after checking in the same step that the
     session is live, so overlapping requests keep each other's keys and a deleted session is
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import StoreUnavailable
 from ..tokens import fingerprint
 from .base import SessionRecord, Store, Touch
+from .redis_cache import DEFAULT_MAX_AGE, LocalCache
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -86,7 +88,8 @@ return 1
 )
 
 # KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), 2n, n field/value
-# pairs, fields to delete... Returns 1, or 0 (and writes nothing) if no live record exists.
+# pairs, fields to delete... Returns the record's new version (1 or more), or 0 (and writes
+# nothing) if no live record exists.
 _APPLY = (
     _LIVE
     + """
@@ -100,7 +103,7 @@ if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'l', ARGV[2], 'e', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
-return 1
+return redis.call('HINCRBY', KEYS[1], 'v', 1)
 """
 )
 
@@ -264,17 +267,49 @@ class RedisStore(Store):
         client it was given; :meth:`from_url` builds one that :meth:`close` closes.
     :param prefix: the start of every key the store writes, so that several applications can
         share one database.
+    :param local_cache: keep up to this many session records in this process and serve reads
+        from them, with Redis telling the process at once when another one changes a session
+        (server-assisted client-side caching, ``CLIENT TRACKING``; Redis 6 or later, not in a
+        cluster). ``0``, the default, reads every session from Redis. See ``docs/stores.md``.
+    :param local_cache_ttl: seconds after which a cached record is read from Redis again anyway.
     """
 
     name = "redis"
 
-    def __init__(self, client: Redis | RedisCluster, *, prefix: str = "keepsake:") -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = "keepsake:",
+        local_cache: int = 0,
+        local_cache_ttl: float = DEFAULT_MAX_AGE,
+    ) -> None:
         redis = _import_redis()
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        if type(local_cache) is not int or local_cache < 0:
+            raise ValueError(f"local_cache must be a whole number of records, not {local_cache!r}")
+        if (
+            type(local_cache_ttl) not in (int, float)
+            or not math.isfinite(local_cache_ttl)
+            or local_cache_ttl <= 0
+        ):
+            raise ValueError(f"local_cache_ttl must be seconds > 0, not {local_cache_ttl!r}")
         self.prefix = prefix
         self._client: Any = client
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        if local_cache and self._cluster:
+            raise ValueError("local_cache does not work with Redis Cluster; leave it at 0")
+        self._cache = (
+            LocalCache(
+                client,
+                size=local_cache,
+                max_age=float(local_cache_ttl),
+                response_error=redis.exceptions.ResponseError,
+            )
+            if local_cache
+            else None
+        )
         self._error: type[Exception] = redis.exceptions.RedisError
         self._response_error: type[Exception] = redis.exceptions.ResponseError
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
@@ -295,6 +330,8 @@ class RedisStore(Store):
         cluster: bool = False,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         socket_connect_timeout: float | None = None,
+        local_cache: int = 0,
+        local_cache_ttl: float = DEFAULT_MAX_AGE,
         **options: Any,
     ) -> RedisStore:
         """Build a store on a new client for ``url`` (``redis://``, ``rediss://`` for TLS).
@@ -307,6 +344,8 @@ class RedisStore(Store):
             :class:`~flask_keepsake.errors.StoreUnavailable`.
         :param socket_connect_timeout: seconds to wait for a connection; defaults to
             ``socket_timeout``.
+        :param local_cache: see :class:`RedisStore`.
+        :param local_cache_ttl: see :class:`RedisStore`.
         :param options: more keyword arguments for the redis-py client (``ssl_ca_certs``,
             ``max_connections``, ``retry``, ...). The client does not retry by default: a
             failed call answers 503 at once, and the next request gets a fresh connection.
@@ -323,7 +362,13 @@ class RedisStore(Store):
             client: Any = redis.cluster.RedisCluster.from_url(url, **options)
         else:
             client = redis.Redis.from_url(url, **options)
-        store = cls(client, prefix=prefix)
+        try:
+            store = cls(
+                client, prefix=prefix, local_cache=local_cache, local_cache_ttl=local_cache_ttl
+            )
+        except BaseException:
+            client.close()
+            raise
         store._owns_client = True
         return store
 
@@ -347,10 +392,16 @@ class RedisStore(Store):
                 where = f"{scheme}://{host}:{port}/{db}"
             else:
                 where = f"redis ({type(pool).__name__})"
-        return f"{where} prefix={self.prefix!r}"
+        cache = "" if self._cache is None else f" local_cache={self._cache.size}"
+        return f"{where} prefix={self.prefix!r}{cache}"
 
     def close(self) -> None:
-        """Close the client if :meth:`from_url` built it; a client passed in is left open."""
+        """Close the client if :meth:`from_url` built it; a client passed in is left open.
+
+        The local cache's own connection is closed in both cases.
+        """
+        if self._cache is not None:
+            self._cache.close()
         if self._owns_client and not self._closed:
             self._closed = True
             self._client.close()
@@ -367,7 +418,15 @@ class RedisStore(Store):
         return self._h_prefix + (handle if isinstance(handle, bytes) else _b(handle))
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if self._cache is not None:
+            # Whatever failed may have been a connection that tracked keys: trust nothing cached.
+            self._cache.clear()
         return StoreUnavailable(f"Redis session store ({self.describe()}): {exc}")
+
+    def _evict(self, *skeys: bytes) -> None:
+        """Drop sessions this process changed outside the local cache's connection."""
+        if self._cache is not None:
+            self._cache.evict(skeys)
 
     def _scan(self, start: bytes) -> Iterator[bytes]:
         """Every key that starts with ``start``, by ``SCAN`` (never ``KEYS``), a batch at a time.
@@ -495,6 +554,20 @@ class RedisStore(Store):
             return None
         return record
 
+    def _parse_versioned(
+        self, key: str, raw: Mapping[Any, Any]
+    ) -> tuple[SessionRecord, int] | None:
+        """:meth:`_parse`, and the record's version (``0`` before its first delta)."""
+        record = self._parse(key, raw)
+        if record is None:
+            return None
+        version = raw.get(b"v", raw.get("v", 0))
+        try:
+            return record, int(version)
+        except ValueError as exc:
+            self._warn_malformed(key, exc)
+            return None
+
     def _warn_malformed(self, key: str, reason: object) -> None:
         security_logger.warning(
             "Redis session record (fingerprint %s) is malformed (%s); treating it as absent.",
@@ -579,9 +652,14 @@ class RedisStore(Store):
         """Return the live record under ``key`` with one ``HGETALL``; see :meth:`Store.load`.
 
         A key that holds something other than a session record (garbage written by hand, a
-        truncated record) is logged on ``flask_keepsake.security`` and treated as absent.
+        truncated record) is logged on ``flask_keepsake.security`` and treated as absent. With a
+        local cache, a record this process already holds is returned without a round trip.
         """
         try:
+            if self._cache is not None:
+                return self._cache.load(
+                    self._s_prefix + _b(key), now, lambda raw: self._parse_versioned(key, raw)
+                )
             raw = self._client.hgetall(self._s_prefix + _b(key))
         except self._response_error as exc:
             if str(exc).startswith("WRONGTYPE"):
@@ -627,8 +705,20 @@ class RedisStore(Store):
         for name, value in changed.items():
             args += (b"d:" + _b(name), _b(value))
         args.extend(b"d:" + _b(name) for name in deleted)
+        skey = self._s_prefix + _b(key)
         try:
-            return bool(self._eval(_S_APPLY, [self._s_prefix + _b(key)], args) == 1)
+            if self._cache is None:
+                return bool(self._eval(_S_APPLY, [skey], args) > 0)
+            for attempt in (1, 2):
+                script = ("EVALSHA", _S_APPLY.sha, 1, skey, *args)
+                result = self._cache.apply(skey, script, changed, deleted, touch)
+                if attempt == 1 and isinstance(result, self._noscript):
+                    self._load_scripts()
+                    continue
+                if isinstance(result, Exception):
+                    raise result
+                return bool(result > 0)
+            raise AssertionError("unreachable")
         except self._error as exc:
             raise self._unavailable(exc) from exc
 
@@ -669,6 +759,8 @@ class RedisStore(Store):
                 self._unindex(old_b, result[1], result[2])
         except self._error as exc:
             raise self._unavailable(exc) from exc
+        finally:
+            self._evict(old_skey, new_skey)
         return True
 
     def delete(self, key: str) -> bool:
@@ -676,6 +768,7 @@ class RedisStore(Store):
         key_b = _b(key)
         try:
             result = self._eval(_S_DELETE, [self._skey(key_b)], [])
+            self._evict(self._skey(key_b))
             if result[0] == 0:
                 return False
             self._unindex(key_b, result[1], result[2])
@@ -735,6 +828,7 @@ class RedisStore(Store):
                 return 0
             args = [_num(now), b"", b"1", _b(user_id), b"0"]
             results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
+            self._evict(*(self._skey(m) for m, _ in members))
             live = 0
             remove: list[bytes] = []
             cleanup: list[_Call] = []
@@ -772,6 +866,7 @@ class RedisStore(Store):
             if not members:
                 return None
             results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
+            self._evict(*(self._skey(m) for m, _ in members))
             found: bytes | None = None
             remove: list[bytes] = []
             cleanup: list[_Call] = []
@@ -877,6 +972,8 @@ class RedisStore(Store):
         of other prefixes, are left alone. Returns how many session records were unlinked.
         """
         deleted = 0
+        if self._cache is not None:
+            self._cache.clear()
         try:
             for chunk in _chunks(self._scan(self._prefix), _SCAN_BATCH):
                 sessions = [k for k in chunk if k.startswith(self._s_prefix)]
