@@ -55,6 +55,7 @@ from flask import Flask
 
 import harness as h
 from flask_keepsake import serialize
+from flask_keepsake.stores.base import SessionRecord
 from flask_keepsake.stores.redis import RedisStore
 from flask_keepsake.tokens import storage_key
 from harness import BASELINE, WORKLOADS, Case, Summary
@@ -89,12 +90,21 @@ class Options:
     fill: int = 1000
     big_fill: int = 1_000_000
     latency_repetitions: int = 21
+    invalidations: int = 2000
 
 
 FULL: Final = Options()
-QUICK: Final = Options(repetitions=15, batch_seconds=0.03, big_fill=100_000, latency_repetitions=9)
+QUICK: Final = Options(
+    repetitions=15, batch_seconds=0.03, big_fill=100_000, latency_repetitions=9, invalidations=300
+)
 SMOKE: Final = Options(
-    repetitions=2, batch_seconds=0.001, batch_calls=3, fill=10, big_fill=1000, latency_repetitions=2
+    repetitions=2,
+    batch_seconds=0.001,
+    batch_calls=3,
+    fill=10,
+    big_fill=1000,
+    latency_repetitions=2,
+    invalidations=5,
 )
 
 
@@ -310,6 +320,42 @@ def fill_to(client: redis.Redis, template: bytes, total: int, done: int) -> floa
     return time.monotonic() - started
 
 
+def invalidation_delay(cached: RedisStore, other: RedisStore, count: int) -> dict[str, Any]:
+    """How long after another connection's change the local cache stops serving the old copy.
+
+    Each round: the cached store loads a session (from memory), the other store changes it and
+    gets its reply, then the cached store loads again and again until it sees the change. The
+    delay runs from the other store's reply to the start of the first load that sees the change
+    (which then reads the session from Redis); the stale loads in between are counted.
+    """
+    key = "f" * 64
+    now = time.time()
+    record = SessionRecord(key, "bench-inval", {"n": "0"}, None, now, now, now + 3600, now + 3600)
+    other.delete(key)
+    other.create(record)
+    delays: list[float] = []
+    stale = 0
+    for n in range(1, count + 1):
+        cached.load(key, now)
+        other.apply(key, {"n": str(n)}, (), now)
+        replied = time.perf_counter()
+        while True:
+            attempt = time.perf_counter()
+            loaded = cached.load(key, now)
+            if loaded is not None and loaded.data["n"] == str(n):
+                break
+            stale += 1
+        delays.append((attempt - replied) * 1e6)
+    other.delete(key)
+    delays.sort()
+    return {
+        "rounds": count,
+        "stale_loads": stale,
+        "delay_us": h.summarize(delays).to_json()
+        | {"p99": delays[min(len(delays) - 1, int(len(delays) * 0.99))], "max": delays[-1]},
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -324,6 +370,7 @@ class Result:
     commands: dict[str, dict[str, dict[str, float]]]
     memory: dict[str, int]
     latency: dict[str, Any]
+    invalidation: dict[str, Any]
 
     def overhead(self, variant: str, workload: str) -> Summary:
         """Median overhead in µs of one cell."""
@@ -371,6 +418,7 @@ class Result:
             "commands_per_request": self.commands,
             "memory_bytes": self.memory,
             "read_latency": self.latency,
+            "invalidation": self.invalidation,
             "samples_ns": self.samples,
         }
 
@@ -448,6 +496,9 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> R
             batch_calls=options.batch_calls,
         )
 
+        progress("local cache: invalidation delay")
+        invalidation = invalidation_delay(cached_store, store, options.invalidations)
+
         progress("read latency by number of stored sessions")
         latency_cases = [by_key[f"{BASELINE}/read"], by_key[f"{KS}/read"]]
         latency: dict[str, Any] = {}
@@ -471,7 +522,7 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> R
                 "read_overhead_us": h.summarize([x / 1000 for x in overhead]).to_json(),
                 "used_memory_mb": round(int(admin.info("memory")["used_memory"]) / 2**20, 1),
             }
-        return Result(options, samples, by_key, commands, memory, latency)
+        return Result(options, samples, by_key, commands, memory, latency, invalidation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,6 +571,28 @@ def report(result: Result, style: h.TableStyle = "text") -> str:
     out.append("\nMEMORY USAGE, bytes (five-key session)")
     out.append(
         h.format_table(["what", "bytes"], [[k, v] for k, v in result.memory.items()], style=style)
+    )
+
+    inv = result.invalidation
+    delay = inv["delay_us"]
+    out.append(
+        "\nLocal cache: from another connection's change to the cache seeing it "
+        f"({inv['rounds']} rounds), µs"
+    )
+    out.append(
+        h.format_table(
+            ["median", "q1-q3", "p99", "max", "stale loads"],
+            [
+                [
+                    f"{delay['median']:.1f}",
+                    f"{delay['q1']:.1f}-{delay['q3']:.1f}",
+                    f"{delay['p99']:.1f}",
+                    f"{delay['max']:.1f}",
+                    inv["stale_loads"],
+                ]
+            ],
+            style=style,
+        )
     )
 
     out.append("\nKeepsake read by number of stored sessions")
