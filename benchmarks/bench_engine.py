@@ -44,6 +44,7 @@ from typing import Any, Final
 import harness as h
 from flask_keepsake import serialize
 from flask_keepsake.stores import MemoryStore, SQLiteStore, Store
+from flask_keepsake.stores.sqlite import DEFAULT_CACHE_MIB
 from flask_keepsake.tokens import storage_key
 from harness import BASELINE, WORKLOADS, Case, CountingStore, Summary
 
@@ -282,7 +283,11 @@ def _build(options: Options, data_dir: Path) -> _Setup:
 
     baseline_read = next(c for c in setup.cases if c.key == f"{BASELINE}/read")
     setup.cases += _floor_cases(
-        sqlite_path, cookie_key(ks_cookie), cookie_key(floor_cookie), baseline_read, setup
+        sqlite_path,
+        bytes.fromhex(cookie_key(ks_cookie)),
+        bytes.fromhex(cookie_key(floor_cookie)),
+        baseline_read,
+        setup,
     )
     return setup
 
@@ -304,7 +309,8 @@ def _sqlite_cleanup(path: Path, setup: _Setup) -> Callable[[list[str]], None]:
     setup.closers.append(conn.close)
 
     def cleanup(set_cookies: list[str]) -> None:
-        keys = [(cookie_key(h.cookie_pair(header)),) for header in set_cookies]
+        # The table keeps the digest as its 32 raw bytes (see SQLiteStore).
+        keys = [(bytes.fromhex(cookie_key(h.cookie_pair(header))),) for header in set_cookies]
         if keys:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("DELETE FROM keepsake_sessions WHERE key = ?", keys)
@@ -331,7 +337,7 @@ def _flask_session_cases(options: Options, data_dir: Path, setup: _Setup) -> lis
 
 
 def _floor_cases(
-    path: Path, read_key: str, write_key: str, after: Case, setup: _Setup
+    path: Path, read_key: bytes, write_key: bytes, after: Case, setup: _Setup
 ) -> list[Case]:
     """The SQLite floor: in a tight loop, and right after a baseline request (``after``).
 
@@ -344,6 +350,7 @@ def _floor_cases(
     # per connection), so the floor is what the store could reach with no Python around it.
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0, check_same_thread=False)
     conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA cache_size = {-1024 * DEFAULT_CACHE_MIB}")
     setup.closers.append(conn.close)
     texts = [
         json.dumps(

@@ -2,7 +2,7 @@
 
 Run from the repository root (Redis rows need ``redis-server`` on PATH and redis-py)::
 
-    python benchmarks/bench_scale.py            # full run, about 8 minutes
+    python benchmarks/bench_scale.py            # full run, about 12 minutes
     python benchmarks/bench_scale.py --quick    # 1,000 and 10,000 sessions, under a minute
     python benchmarks/bench_scale.py --tiny     # a few hundred sessions, a few seconds (tests)
 
@@ -20,10 +20,10 @@ What it measures, per store and per size:
   ``used_memory`` growth over the count, and ``MEMORY USAGE`` of one session with its handle
   and user index entries.
 - **Purge** (SQLite): as many expired sessions as the largest size are added to the largest
-  store, and another process deletes them the way ``flask keepsake cleanup`` does (batches of
-  500, a pause as long as the last batch). Meanwhile the engine serves ``read`` and ``write``
-  requests; the purge is switched on and off in alternate windows, so latency with and without
-  the purge is sampled interleaved.
+  store, and another process deletes them the way ``flask keepsake cleanup`` does (its default
+  batch size and pause). Meanwhile the engine serves ``read`` and ``write`` requests; the purge
+  is switched on and off in alternate windows, so latency with and without the purge is sampled
+  interleaved.
 - **Native expiry** (Redis has no purge: keys expire by their TTL): as many sessions as the
   largest size are stored with a deadline a few seconds ahead; the benchmark measures how long
   Redis takes to reclaim them and the read latency before, during and after.
@@ -64,6 +64,7 @@ from flask import Flask, session
 
 import harness as h
 from flask_keepsake import Keepsake
+from flask_keepsake.cli import CLEANUP_BATCH_SIZE, cleanup_pause
 from flask_keepsake.stores import MemoryStore, SessionRecord, SQLiteStore, Store
 from flask_keepsake.tokens import storage_key
 from harness import BASELINE, Case, Summary
@@ -86,7 +87,7 @@ CONFIG: Final[Mapping[str, Any]] = {"KEEPSAKE_TOUCH_INTERVAL": 900}
 #: Key prefix of the Redis store (the default).
 PREFIX: Final = "keepsake:"
 #: ``flask keepsake cleanup``'s default batch size.
-PURGE_BATCH: Final = 500
+PURGE_BATCH: Final = CLEANUP_BATCH_SIZE
 
 _INSERT: Final = (
     "INSERT INTO keepsake_sessions (key, handle, data, user_id, created, last_seen, expires_at, "
@@ -121,7 +122,7 @@ class Options:
     #: How long requests are timed in alternating windows while the purge runs, in seconds.
     window_limit: float = 60.0
     #: Upper bound on the purge and expiry phases, in seconds each.
-    phase_limit: float = 240.0
+    phase_limit: float = 600.0
     #: Directory for the SQLite files; ``None`` for a fresh temporary directory.
     data_dir: Path | None = None
 
@@ -261,7 +262,8 @@ def fill_sqlite(
                     expires = created + lifetime
                 batch.append(
                     (
-                        key,
+                        # The store keeps the digest as its 32 raw bytes (see SQLiteStore).
+                        bytes.fromhex(key),
                         handle,
                         data,
                         user,
@@ -550,7 +552,7 @@ def _purge_worker(
             if purged == 0:
                 return
             if purged == batch:
-                time.sleep(took / 1e9)
+                time.sleep(cleanup_pause(took / 1e9, None))
     finally:
         store.close()
         done.set()

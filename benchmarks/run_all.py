@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/run_all.py             # full runs, about 15 minutes; plots to docs/images
+    python benchmarks/run_all.py             # full runs, about 20 minutes; plots to docs/images
     python benchmarks/run_all.py --quick     # each benchmark's --quick, about 2 minutes
     python benchmarks/run_all.py --smoke     # a few calls each, seconds (checks the plumbing)
     python benchmarks/run_all.py --reuse engine,redis   # rerun only the scale benchmark

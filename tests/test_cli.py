@@ -18,8 +18,8 @@ from click.testing import Result
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_keepsake import Keepsake, signals
-from flask_keepsake.cli import audit
+from flask_keepsake import Keepsake, cli, signals
+from flask_keepsake.cli import CLEANUP_BATCH_SIZE, CLEANUP_MIN_PAUSE, audit, cleanup_pause
 from flask_keepsake.stores import MemoryStore
 from flask_keepsake.testing import login_client
 
@@ -513,6 +513,44 @@ def test_cleanup_store_down_exits_1(app: Flask) -> None:
 def test_cleanup_batch_size_must_be_positive(app: Flask) -> None:
     """--batch-size 0 is a usage error."""
     assert run(app, "cleanup", "--batch-size", "0").exit_code == 2
+
+
+def test_cleanup_defaults_to_small_batches_with_a_pause(
+    app: Flask, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default cleanup deletes 50 sessions per store call and sleeps after each full batch."""
+    _sessions(app, 2 * CLEANUP_BATCH_SIZE + 1)
+    clock.advance(IDLE + 1)
+    store = spy(app)
+    sizes: list[int] = []
+    purge = store.purge_expired
+
+    def recording_purge(now: float, batch_size: int = 1000) -> int:
+        sizes.append(batch_size)
+        return purge(now, batch_size)
+
+    pauses: list[float | None] = []
+
+    def no_pause(took: float, pause: float | None) -> float:
+        pauses.append(pause)
+        return 0.0
+
+    monkeypatch.setattr(store, "purge_expired", recording_purge)
+    monkeypatch.setattr(cli, "cleanup_pause", no_pause)
+    result = run(app, "cleanup", "--quiet")
+    assert result.exit_code == 0
+    assert set(sizes) == {CLEANUP_BATCH_SIZE}
+    if len(sizes) > 1:  # Redis expires sessions by itself and may have nothing to purge
+        # After each full batch, not after the short or the empty one; no --pause given.
+        assert pauses == [None, None]
+
+
+def test_cleanup_pause_is_at_least_10_ms_unless_given() -> None:
+    """The default pause is as long as the last batch and at least 10 ms; --pause overrides."""
+    assert cleanup_pause(0.002, None) == CLEANUP_MIN_PAUSE == 0.01
+    assert cleanup_pause(0.05, None) == 0.05
+    assert cleanup_pause(0.05, 0.0) == 0.0
+    assert cleanup_pause(0.0, 2.5) == 2.5
 
 
 def test_cleanup_while_serving_requests(app: Flask, clock: FakeClock) -> None:

@@ -305,3 +305,134 @@ def test_two_processes_writing_different_keys_both_survive(path: Path) -> None:
     assert loaded is not None
     expected = {f"{prefix}{i}": str(i) for prefix in ("p", "q") for i in range(count)}
     assert loaded.data == expected
+
+
+def test_keys_are_stored_as_32_raw_bytes(store: SQLiteStore, path: Path) -> None:
+    """A hex digest key is kept as its 32 raw bytes and comes back as the same hex string."""
+    record = make_record()
+    store.create(record)
+    conn = sqlite3.connect(path)
+    try:
+        (stored,) = conn.execute("SELECT key FROM keepsake_sessions").fetchone()
+    finally:
+        conn.close()
+    assert stored == bytes.fromhex(record.key)
+    assert store.load(record.key, NOW) == record
+
+
+def test_a_key_that_is_not_a_hex_digest_round_trips(store: SQLiteStore) -> None:
+    """A key other than a lowercase hex digest is kept as text and found again unchanged."""
+    odd = make_record("odd", key="A" * 64)
+    store.create(odd)
+    assert store.load("A" * 64, NOW) == odd
+    assert store.load("a" * 64, NOW) is None
+    assert store.apply("A" * 64, {"b": "1"}, (), NOW)
+    assert store.delete("A" * 64)
+
+
+def test_every_key_path_uses_the_packed_key(store: SQLiteStore) -> None:
+    """Rename, handle and user lookups return and accept the hex keys the caller uses."""
+    old = make_record("old", user_id="u1")
+    store.create(old)
+    new = make_record("new", handle=old.handle, user_id="u1")
+    assert store.rename(old.key, new, NOW)
+    assert [r.key for r in store.list_user("u1", NOW)] == [new.key]
+    other = make_record("other", user_id="u1")
+    store.create(other)
+    assert store.delete_user("u1", NOW, except_key=new.key) == 1
+    assert store.delete_handle(new.handle, NOW) == new.key
+
+
+def test_table_is_a_rowid_table_with_a_unique_key(store: SQLiteStore, path: Path) -> None:
+    """The sessions table is not WITHOUT ROWID, so its interior B-tree pages stay small."""
+    store.count(NOW)
+    conn = sqlite3.connect(path)
+    try:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE name = 'keepsake_sessions'"
+        ).fetchone()
+        unique = {
+            column
+            for _, name, is_unique, *_ in conn.execute("PRAGMA index_list(keepsake_sessions)")
+            if is_unique
+            for _, _, column in conn.execute(f"PRAGMA index_info({name})")
+        }
+    finally:
+        conn.close()
+    assert "without rowid" not in sql.lower()
+    assert {"key", "handle"} <= unique
+
+
+def test_table_of_a_development_version_is_refused(path: Path) -> None:
+    """A file with the old WITHOUT ROWID table raises StoreUnavailable saying what to do."""
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE keepsake_sessions (key TEXT PRIMARY KEY NOT NULL, handle TEXT) WITHOUT ROWID"
+    )
+    conn.close()
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(StoreUnavailable, match="delete the file or drop the table"):
+            store.load(key_for("a"), NOW)
+    finally:
+        store.close()
+
+
+def _pragma(store: SQLiteStore, name: str) -> int:
+    return int(store._conn().execute(f"PRAGMA {name}").fetchone()[0])
+
+
+def test_cache_is_8_mib_per_connection_by_default(store: SQLiteStore) -> None:
+    """Each connection asks SQLite for an 8 MiB page cache (cache_size is negative KiB)."""
+    assert store.cache_mib == 8
+    assert _pragma(store, "cache_size") == -8 * 1024
+
+
+def test_cache_size_can_be_chosen(path: Path) -> None:
+    """cache_mib sets the page cache of every connection, in this thread and others."""
+    store = SQLiteStore(path, cache_mib=32)
+    seen: list[int] = []
+    try:
+        thread = threading.Thread(target=lambda: seen.append(_pragma(store, "cache_size")))
+        thread.start()
+        thread.join()
+        assert seen == [_pragma(store, "cache_size")] == [-32 * 1024]
+    finally:
+        store.close()
+
+
+def test_mmap_is_off_by_default(store: SQLiteStore) -> None:
+    """Memory-mapped I/O stays off unless asked for (an I/O error would be a SIGBUS)."""
+    assert store.mmap_mib == 0
+    assert _pragma(store, "mmap_size") == 0
+
+
+def test_mmap_can_be_switched_on(path: Path) -> None:
+    """mmap_mib maps up to that many MiB of the file, and the store still works."""
+    store = SQLiteStore(path, mmap_mib=64)
+    try:
+        record = make_record()
+        store.create(record)
+        assert store.load(record.key, NOW) == record
+        # SQLite caps the value at its compile-time limit, which may be lower (or 0).
+        assert 0 <= _pragma(store, "mmap_size") <= 64 * 1024 * 1024
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("options", [{"cache_mib": 0}, {"mmap_mib": -1}])
+def test_bad_cache_or_mmap_size_is_refused(path: Path, options: dict[str, int]) -> None:
+    """cache_mib below 1 or a negative mmap_mib raise ValueError naming the argument."""
+    with pytest.raises(ValueError, match=next(iter(options))):
+        SQLiteStore(path, **options)
+
+
+def test_purge_deletes_by_rowid_in_batches(store: SQLiteStore) -> None:
+    """purge_expired deletes at most batch_size expired rows per call and keeps live ones."""
+    for i in range(7):
+        store.create(make_record(f"old{i}", expires_at=NOW - 1))
+    live = make_record("live")
+    store.create(live)
+    assert [store.purge_expired(NOW, 3) for _ in range(4)] == [3, 3, 1, 0]
+    assert store.count(NOW) == 1
+    assert store.load(live.key, NOW) == live

@@ -21,9 +21,15 @@ from typing import Any, Final
 from ..errors import StoreUnavailable
 from .base import SessionRecord, Store, Touch
 
+# An ordinary rowid table, not WITHOUT ROWID: a WITHOUT ROWID table keeps whole rows in its interior
+# B-tree pages, so with rows of several hundred bytes an interior page held about ten of them and
+# a million sessions needed a tree six levels deep with 35 MB of interior pages, far more than any
+# page cache holds. Here the interior pages of the table hold only rowids and those of the key
+# index only 32-byte keys: about 1.3 MB for a million sessions. The key is the SHA-256 digest as
+# its 32 raw bytes (BLOB), not 64 hex characters, which also shrinks every index that holds it.
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS keepsake_sessions (
-        key TEXT PRIMARY KEY NOT NULL,
+        key BLOB NOT NULL UNIQUE,
         handle TEXT NOT NULL UNIQUE,
         data TEXT NOT NULL,
         user_id TEXT,
@@ -34,7 +40,7 @@ _SCHEMA: Final = (
         auth_time REAL,
         ip TEXT,
         user_agent TEXT
-    ) WITHOUT ROWID""",
+    )""",
     "CREATE INDEX IF NOT EXISTS keepsake_sessions_expires_at ON keepsake_sessions (expires_at)",
     "CREATE INDEX IF NOT EXISTS keepsake_sessions_user_id ON keepsake_sessions (user_id, created)",
 )
@@ -83,8 +89,8 @@ _FIND_HANDLE: Final = (
     "AND (?3 IS NULL OR user_id = ?3)"
 )
 _PURGE: Final = (
-    "DELETE FROM keepsake_sessions WHERE key IN "
-    "(SELECT key FROM keepsake_sessions WHERE expires_at <= ? LIMIT ?)"
+    "DELETE FROM keepsake_sessions WHERE rowid IN "
+    "(SELECT rowid FROM keepsake_sessions WHERE expires_at <= ? LIMIT ?)"
 )
 _COUNT: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at > ?"
 _COUNT_EXPIRED: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at <= ?"
@@ -94,11 +100,37 @@ _USER_COUNTS: Final = (
     "GROUP BY user_id ORDER BY n DESC, user_id LIMIT ?"
 )
 _DELETE_ALL: Final = "DELETE FROM keepsake_sessions"
+_TABLE_SQL: Final = (
+    "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'keepsake_sessions'"
+)
+
+#: Default of ``cache_mib``: SQLite's own default is 2 MiB per connection.
+DEFAULT_CACHE_MIB: Final = 8
+
+
+def _packed(key: str) -> bytes | str:
+    """Return the stored form of ``key``: the raw digest bytes of a lowercase hex digest.
+
+    Any other string (only tests make such keys) is stored as text; it round-trips unchanged and
+    never equals a packed key.
+    """
+    if len(key) == 64:
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            return key
+        if raw.hex() == key:
+            return raw
+    return key
+
+
+def _unpacked(value: bytes | str) -> str:
+    return value.hex() if isinstance(value, bytes) else value
 
 
 def _row_to_record(row: tuple[Any, ...]) -> SessionRecord:
     return SessionRecord(
-        key=row[0],
+        key=_unpacked(row[0]),
         handle=row[1],
         data=json.loads(row[2]),
         user_id=row[3],
@@ -114,7 +146,7 @@ def _row_to_record(row: tuple[Any, ...]) -> SessionRecord:
 
 def _record_params(record: SessionRecord) -> tuple[Any, ...]:
     return (
-        record.key,
+        _packed(record.key),
         record.handle,
         json.dumps(record.data, separators=(",", ":")),
         record.user_id,
@@ -189,18 +221,41 @@ class SQLiteStore(Store):
         sessions live in their own table, ``keepsake_sessions``, so the file may be shared.
     :param timeout: how many seconds a write waits for another writer to finish before the
         store raises :class:`~flask_keepsake.errors.StoreUnavailable`.
+    :param cache_mib: the page cache of each connection, in MiB (``PRAGMA cache_size``). Every
+        thread that uses the store has its own connection and its own cache, which grows only
+        as pages are read: a connection holds at most this much, or the whole file if it is
+        smaller. The default of 8 MiB keeps the interior pages of the B-trees of a million
+        sessions (about 1.3 MB) in memory next to hundreds of recently used sessions.
+    :param mmap_mib: map up to this many MiB of the file into memory (``PRAGMA mmap_size``);
+        0, the default, reads with system calls. Off by default because with a mapped file an
+        I/O error (a failing disk, a file truncated or on a network file system that goes away)
+        kills the process with ``SIGBUS`` instead of raising
+        :class:`~flask_keepsake.errors.StoreUnavailable`.
     """
 
     name = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 5.0,
+        cache_mib: int = DEFAULT_CACHE_MIB,
+        mmap_mib: int = 0,
+    ) -> None:
         if str(path) in ("", ":memory:"):
             # Every thread opens its own connection, and each would get a private empty database.
             raise ValueError(
                 "SQLiteStore needs a file path; use MemoryStore for an in-memory store"
             )
+        if cache_mib < 1:
+            raise ValueError(f"cache_mib must be at least 1, not {cache_mib}")
+        if mmap_mib < 0:
+            raise ValueError(f"mmap_mib must be 0 (off) or more, not {mmap_mib}")
         self.path = Path(path)
         self.timeout = timeout
+        self.cache_mib = cache_mib
+        self.mmap_mib = mmap_mib
         self._lock = threading.RLock()
         self._connections: dict[sqlite3.Connection, weakref.finalize[Any, Any]] = {}
         self._local = threading.local()
@@ -237,6 +292,10 @@ class SQLiteStore(Store):
             raise _unavailable(self.path, exc) from exc
         try:
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Negative means KiB, so the budget does not depend on the file's page size.
+            conn.execute(f"PRAGMA cache_size = {-1024 * self.cache_mib}")
+            if self.mmap_mib:
+                conn.execute(f"PRAGMA mmap_size = {1024 * 1024 * self.mmap_mib}")
             if not self._initialized:
                 self._initialize(conn)
         except sqlite3.Error as exc:
@@ -279,6 +338,13 @@ class SQLiteStore(Store):
                     "the session store needs"
                 ) from exc
             with _immediate(conn):
+                row = conn.execute(_TABLE_SQL).fetchone()
+                if row is not None and "without rowid" in str(row[0]).lower():
+                    raise StoreUnavailable(
+                        f"SQLite session store {str(self.path)!r}: the keepsake_sessions table "
+                        "has the layout of a development version before 0.1.0; delete the file "
+                        "or drop the table (its sessions will be lost) and start again"
+                    )
                 for statement in _SCHEMA:
                     conn.execute(statement)
             self._initialized = True
@@ -323,7 +389,9 @@ class SQLiteStore(Store):
             raise _unavailable(self.path, exc) from exc
         try:
             with _immediate(conn):
-                conn.execute(_DELETE_EXPIRED_HOLDERS, (record.key, record.handle, record.created))
+                conn.execute(
+                    _DELETE_EXPIRED_HOLDERS, (_packed(record.key), record.handle, record.created)
+                )
                 conn.execute(_INSERT, params)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
@@ -335,7 +403,7 @@ class SQLiteStore(Store):
     def load(self, key: str, now: float) -> SessionRecord | None:
         """Return the live record under ``key`` in one SELECT; see :meth:`Store.load`."""
         try:
-            row = self._conn().execute(_SELECT, (key, now)).fetchone()
+            row = self._conn().execute(_SELECT, (_packed(key), now)).fetchone()
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
         return None if row is None else _row_to_record(row)
@@ -358,10 +426,10 @@ class SQLiteStore(Store):
         text = json.dumps(patch, separators=(",", ":"))
         params: tuple[object, ...]
         if touch is None:
-            statement, params = _APPLY, (text, key, now)
+            statement, params = _APPLY, (text, _packed(key), now)
         else:
             statement = _APPLY_TOUCH
-            params = (text, touch.last_seen, touch.expires_at, key, now)
+            params = (text, touch.last_seen, touch.expires_at, _packed(key), now)
         try:
             cursor = self._conn().execute(statement, params)
         except sqlite3.Error as exc:
@@ -371,7 +439,9 @@ class SQLiteStore(Store):
     def touch(self, key: str, touch: Touch, now: float) -> bool:
         """Refresh ``last_seen`` and ``expires_at``; see :meth:`Store.touch`."""
         try:
-            cursor = self._conn().execute(_TOUCH, (touch.last_seen, touch.expires_at, key, now))
+            cursor = self._conn().execute(
+                _TOUCH, (touch.last_seen, touch.expires_at, _packed(key), now)
+            )
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
         return cursor.rowcount > 0
@@ -386,10 +456,11 @@ class SQLiteStore(Store):
         try:
             with _immediate(conn):
                 # Deleting first frees the handle, which the new record usually keeps.
-                if conn.execute(_DELETE_LIVE, (old_key, now)).rowcount == 0:
+                if conn.execute(_DELETE_LIVE, (_packed(old_key), now)).rowcount == 0:
                     return False
-                conn.execute(_DELETE_EXPIRED_HOLDERS, (record.key, record.handle, now))
-                conn.execute(_INSERT, _record_params(record))
+                params = _record_params(record)
+                conn.execute(_DELETE_EXPIRED_HOLDERS, (params[0], record.handle, now))
+                conn.execute(_INSERT, params)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 "a live session record with this key or handle already exists"
@@ -405,7 +476,7 @@ class SQLiteStore(Store):
         not yet purged, was removed.
         """
         try:
-            cursor = self._conn().execute(_DELETE, (key,))
+            cursor = self._conn().execute(_DELETE, (_packed(key),))
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
         return cursor.rowcount > 0
@@ -424,7 +495,8 @@ class SQLiteStore(Store):
         The user's expired records are left to :meth:`purge_expired`; no method can see them.
         """
         try:
-            cursor = self._conn().execute(_DELETE_USER, (user_id, except_key, now))
+            excepted = None if except_key is None else _packed(except_key)
+            cursor = self._conn().execute(_DELETE_USER, (user_id, excepted, now))
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
         return cursor.rowcount
@@ -439,7 +511,7 @@ class SQLiteStore(Store):
                     conn.execute(_DELETE, (row[0],))
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
-        return None if row is None else str(row[0])
+        return None if row is None else _unpacked(row[0])
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         """Delete up to ``batch_size`` expired records; see :meth:`Store.purge_expired`."""
