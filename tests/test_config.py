@@ -20,6 +20,9 @@ MISTAKES: list[tuple[dict[str, Any], str]] = [
     ({"KEEPSAKE_STORE": "sqlite://host/file"}, "KEEPSAKE_STORE"),
     ({"KEEPSAKE_STORE": "sqlite:///x.db?timeout=soon"}, "KEEPSAKE_STORE"),
     ({"KEEPSAKE_STORE": "sqlite:///x.db?mode=ro"}, "KEEPSAKE_STORE"),
+    ({"KEEPSAKE_STORE": "sqlite:///x.db?cache_mib=lots"}, "KEEPSAKE_STORE"),
+    ({"KEEPSAKE_STORE": "sqlite:///x.db?cache_mib=0"}, "KEEPSAKE_STORE"),
+    ({"KEEPSAKE_STORE": "sqlite:///x.db?mmap_mib=-1"}, "KEEPSAKE_STORE"),
     ({"KEEPSAKE_STORE": 42}, "KEEPSAKE_STORE"),
     ({"KEEPSAKE_IDLE_TIMEOUT": "30 minutes"}, "KEEPSAKE_IDLE_TIMEOUT"),
     ({"KEEPSAKE_IDLE_TIMEOUT": 0}, "KEEPSAKE_IDLE_TIMEOUT"),
@@ -87,6 +90,18 @@ def test_relative_sqlite_url_is_under_instance_path(tmp_path: Path) -> None:
     store = app.extensions["keepsake"].store
     try:
         assert store.describe() == f"sqlite:///{tmp_path / 'sub' / 's.sqlite3'}"
+    finally:
+        store.close()
+
+
+def test_sqlite_url_sizes(tmp_path: Path) -> None:
+    """cache_mib and mmap_mib in the SQLite URL reach the store."""
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config["KEEPSAKE_STORE"] = "sqlite:///s.sqlite3?cache_mib=16&mmap_mib=64"
+    Keepsake(app)
+    store = app.extensions["keepsake"].store
+    try:
+        assert (store.cache_mib, store.mmap_mib) == (16, 64)
     finally:
         store.close()
 

@@ -38,16 +38,29 @@ def _sqlite(url: str, app: Flask) -> Store:
     if not os.path.isabs(path):
         path = os.path.join(app.instance_path, path)
     timeout = 5.0
+    sizes: dict[str, int] = {}
     query = parse_qs(parts.query)
     for name in query:
-        if name != "timeout":
-            raise ConfigError(_KEY, f"unknown SQLite option {name!r}; the one option is timeout.")
+        if name not in ("timeout", "cache_mib", "mmap_mib"):
+            raise ConfigError(
+                _KEY,
+                f"unknown SQLite option {name!r}; the options are timeout, cache_mib and mmap_mib.",
+            )
     if "timeout" in query:
         try:
             timeout = float(query["timeout"][-1])
         except ValueError:
             raise ConfigError(_KEY, "timeout must be a number of seconds.") from None
-    return SQLiteStore(path, timeout=timeout)
+    for name in ("cache_mib", "mmap_mib"):
+        if name in query:
+            try:
+                sizes[name] = int(query[name][-1])
+            except ValueError:
+                raise ConfigError(_KEY, f"{name} must be a whole number of MiB.") from None
+    try:
+        return SQLiteStore(path, timeout=timeout, **sizes)
+    except ValueError as exc:
+        raise ConfigError(_KEY, str(exc)) from None
 
 
 # URL query options of redis:// and rediss://, each with the function that reads its text.

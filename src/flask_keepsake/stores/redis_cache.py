@@ -101,7 +101,7 @@ class LocalCache:
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._conn: Any = None
         self._pid = os.getpid()
-        #: Counters for ``flask keepsake stats`` and the benchmarks.
+        #: Loads served from memory and loads that asked Redis (for tests and benchmarks).
         self.hits = 0
         self.misses = 0
 
