@@ -48,12 +48,13 @@ VARIANTS: Final = (
     ("Keepsake (SQLite)", "engine", "Keepsake (SQLite)"),
     ("Keepsake (memory)", "engine", "Keepsake (memory)"),
     ("Keepsake (Redis)", "redis", "Keepsake (Redis)"),
+    ("Keepsake (Redis, local cache)", "redis", "Keepsake (Redis, local cache)"),
     ("Flask cookie session", "engine", "Flask cookie session"),
     ("Flask-Session (SQLAlchemy)", "engine", "Flask-Session (SQLAlchemy)"),
     ("Flask-Session (Redis)", "redis", "Flask-Session (Redis)"),
 )
 #: Bar colours: Keepsake in blues, Flask in grey, Flask-Session in oranges.
-COLOURS: Final = ("#1f5fa8", "#6fa8dc", "#0b3d73", "#8c8c8c", "#e69138", "#b45f06")
+COLOURS: Final = ("#1f5fa8", "#6fa8dc", "#0b3d73", "#3d85c6", "#8c8c8c", "#e69138", "#b45f06")
 #: The workloads shown first, in this order; others found in the results follow.
 WORKLOAD_ORDER: Final = ("read", "write", "new", "untouched", "login")
 #: Lines of the scale plot: (operation, label, colour, marker).
