@@ -51,6 +51,27 @@ class SessionRecord:
     ip: str | None = None
     user_agent: str | None = None
 
+    def copy(self) -> SessionRecord:
+        """A copy with its own ``data`` dict, for stores that keep records in memory.
+
+        Callers own what they pass in and what they get back (the engine refreshes
+        ``last_seen`` after a touch): sharing the dict would let a request change a kept record
+        without going through :meth:`Store.apply`.
+        """
+        return SessionRecord(
+            self.key,
+            self.handle,
+            dict(self.data),
+            self.user_id,
+            self.created,
+            self.last_seen,
+            self.expires_at,
+            self.absolute_expires_at,
+            self.auth_time,
+            self.ip,
+            self.user_agent,
+        )
+
 
 @dataclass(slots=True, frozen=True)
 class Touch:

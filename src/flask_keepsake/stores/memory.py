@@ -6,18 +6,11 @@ several worker processes must use :class:`~flask_keepsake.stores.sqlite.SQLiteSt
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import threading
 from collections.abc import Collection, Mapping
 
 from .base import SessionRecord, Store, Touch
-
-
-def _copy(record: SessionRecord) -> SessionRecord:
-    # Callers own what they pass in and what they get back; sharing the data dict would let a
-    # request mutate the stored session without going through apply().
-    return dataclasses.replace(record, data=dict(record.data))
 
 
 class MemoryStore(Store):
@@ -88,13 +81,13 @@ class MemoryStore(Store):
         """
         with self._lock:
             self._make_room(record, record.created)
-            self._insert(_copy(record))
+            self._insert(record.copy())
 
     def load(self, key: str, now: float) -> SessionRecord | None:
         """Return a copy of the live record under ``key``; see :meth:`Store.load`."""
         with self._lock:
             record = self._live(key, now)
-            return None if record is None else _copy(record)
+            return None if record is None else record.copy()
 
     def apply(
         self,
@@ -146,7 +139,7 @@ class MemoryStore(Store):
             except ValueError:
                 self._insert(old)
                 raise
-            self._insert(_copy(record))
+            self._insert(record.copy())
             return True
 
     def delete(self, key: str) -> bool:
@@ -162,7 +155,7 @@ class MemoryStore(Store):
         """Return copies of the user's live records, oldest first; see :meth:`Store.list_user`."""
         with self._lock:
             records = [
-                _copy(record)
+                record.copy()
                 for key in self._by_user.get(user_id, ())
                 if (record := self._records[key]).expires_at > now
             ]

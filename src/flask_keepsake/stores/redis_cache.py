@@ -48,23 +48,6 @@ DEFAULT_SIZE: Final = 10_000
 DEFAULT_MAX_AGE: Final = 30.0
 
 
-def _copy(record: SessionRecord) -> SessionRecord:
-    # Callers change what they get (the engine refreshes last_seen after a touch): hand out copies.
-    return SessionRecord(
-        record.key,
-        record.handle,
-        dict(record.data),
-        record.user_id,
-        record.created,
-        record.last_seen,
-        record.expires_at,
-        record.absolute_expires_at,
-        record.auth_time,
-        record.ip,
-        record.user_agent,
-    )
-
-
 class _Entry:
     __slots__ = ("record", "stored", "version")
 
@@ -203,7 +186,7 @@ class LocalCache:
                         return None
                     self._entries.move_to_end(skey)
                     self.hits += 1
-                    return _copy(entry.record)
+                    return entry.record.copy()
             self.misses += 1
             (raw,) = self._call([("HGETALL", skey)])
             if isinstance(raw, Exception):
@@ -219,7 +202,7 @@ class LocalCache:
             if record.expires_at <= now:
                 self._entries.pop(skey, None)
                 return None
-            self._store(skey, _copy(record), version)
+            self._store(skey, record.copy(), version)
             return record
 
     def apply(
