@@ -16,6 +16,8 @@ Variants (``--variants`` picks some, by id):
 ``keepsake-sqlite``, ``keepsake-redis``
     ``load_app.py`` with Keepsake: the same small app as the Flask-Session variants, so the two
     libraries are compared on equal pages.
+``demo-redis-cache``, ``keepsake-redis-cache``
+    The same on Redis with the opt-in local cache (``?local_cache=10000``).
 ``fs-redis``, ``fs-sqlalchemy``
     ``load_app.py`` with Flask-Session 0.8 on Redis, and on SQLAlchemy with a SQLite file.
 
@@ -73,6 +75,7 @@ class Variant:
     app: str  # "demo" or "load_app"
     sessions: str  # "keepsake", "flask-session-redis" or "flask-session-sqlalchemy"
     store: str  # "sqlite" or "redis"
+    store_query: str = ""  # appended to Keepsake's Redis URL
 
 
 VARIANTS: Final = (
@@ -80,6 +83,10 @@ VARIANTS: Final = (
     Variant("demo-redis", "demo, Keepsake (Redis)", "demo", "keepsake", "redis"),
     Variant("keepsake-sqlite", "Keepsake (SQLite)", "load_app", "keepsake", "sqlite"),
     Variant("keepsake-redis", "Keepsake (Redis)", "load_app", "keepsake", "redis"),
+    Variant("demo-redis-cache", "demo, Keepsake (Redis, local cache)", "demo", "keepsake", "redis",
+            "?local_cache=10000"),
+    Variant("keepsake-redis-cache", "Keepsake (Redis, local cache)", "load_app", "keepsake",
+            "redis", "?local_cache=10000"),
     Variant("fs-sqlalchemy", "Flask-Session (SQLAlchemy)", "load_app", "flask-session-sqlalchemy",
             "sqlite"),
     Variant("fs-redis", "Flask-Session (Redis)", "load_app", "flask-session-redis", "redis"),
@@ -92,6 +99,8 @@ PEERS: Final = {
     "keepsake-sqlite": "fs-sqlalchemy",
     "demo-redis": "fs-redis",
     "keepsake-redis": "fs-redis",
+    "demo-redis-cache": "fs-redis",
+    "keepsake-redis-cache": "fs-redis",
 }
 
 
@@ -202,7 +211,7 @@ def app_environment(variant: Variant, directory: Path, redis_url: str | None) ->
             LOAD_MEMBER_PAGE="/sessions",
         )
         if redis_url is not None:
-            env["FLASK_KEEPSAKE_STORE"] = redis_url
+            env["FLASK_KEEPSAKE_STORE"] = redis_url + variant.store_query
     else:
         env.update(
             LOAD_SESSIONS=variant.sessions,
@@ -215,7 +224,7 @@ def app_environment(variant: Variant, directory: Path, redis_url: str | None) ->
         if redis_url is not None:
             env["LOAD_REDIS_URL"] = redis_url
             if variant.sessions == "keepsake":
-                env["KEEPSAKE_STORE"] = redis_url
+                env["KEEPSAKE_STORE"] = redis_url + variant.store_query
     return env
 
 
