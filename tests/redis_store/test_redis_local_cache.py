@@ -374,3 +374,27 @@ def test_store_errors_empty_the_cache(
     server.admin().config_resetstat()
     cached.load("a" * 64, NOW)
     assert round_trips(server, "hgetall") == 1
+
+
+def test_a_server_without_client_side_caching_is_read_uncached(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CLIENT renamed away (or refused by an ACL): one clear error, then every call uncached."""
+    server = RedisServer(tmp_path / "old", "--rename-command", "CLIENT", "").start()
+    store = RedisStore.from_url(server.url, local_cache=10, local_cache_ttl=MAX_AGE)
+    other = RedisStore.from_url(server.url)
+    try:
+        store.create(record())
+        assert store.load("a" * 64, NOW) == record()
+        assert store.apply("a" * 64, {"n": "1"}, (), NOW)
+        assert other.apply("a" * 64, {"m": "2"}, (), NOW)
+        loaded = store.load("a" * 64, NOW)
+        assert loaded is not None
+        assert loaded.data == {"cart": '"apple"', "n": "1", "m": "2"}
+        refusals = [r for r in caplog.records if "refused client-side caching" in r.getMessage()]
+        assert len(refusals) == 1
+        assert "KEEPSAKE_STORE local_cache" in refusals[0].getMessage()
+    finally:
+        store.close()
+        other.close()
+        server.stop()

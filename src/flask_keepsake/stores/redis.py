@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import StoreUnavailable
 from ..tokens import fingerprint
 from .base import SessionRecord, Store, Touch
-from .redis_cache import DEFAULT_MAX_AGE, LocalCache
+from .redis_cache import DEFAULT_MAX_AGE, CacheUnsupported, LocalCache
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.cluster import RedisCluster
 
+logger = logging.getLogger("flask_keepsake")
 security_logger = logging.getLogger("flask_keepsake.security")
 
 #: The extra that brings redis-py, quoted in the error raised when it is missing.
@@ -423,6 +424,15 @@ class RedisStore(Store):
             self._cache.clear()
         return StoreUnavailable(f"Redis session store ({self.describe()}): {exc}")
 
+    def _cache_refused(self, exc: CacheUnsupported) -> None:
+        logger.error(
+            "KEEPSAKE_STORE local_cache is on, but %s refused client-side caching (%s): it needs "
+            "Redis 6 or later (or Valkey) with the CLIENT command allowed. Reading every session "
+            "from Redis instead.",
+            self.describe(),
+            exc,
+        )
+
     def _evict(self, *skeys: bytes) -> None:
         """Drop sessions this process changed outside the local cache's connection."""
         if self._cache is not None:
@@ -655,11 +665,15 @@ class RedisStore(Store):
         truncated record) is logged on ``flask_keepsake.security`` and treated as absent. With a
         local cache, a record this process already holds is returned without a round trip.
         """
+        cache = self._cache
         try:
-            if self._cache is not None:
-                return self._cache.load(
-                    self._s_prefix + _b(key), now, lambda raw: self._parse_versioned(key, raw)
-                )
+            if cache is not None and cache.supported:
+                try:
+                    return cache.load(
+                        self._s_prefix + _b(key), now, lambda raw: self._parse_versioned(key, raw)
+                    )
+                except CacheUnsupported as exc:
+                    self._cache_refused(exc)
             raw = self._client.hgetall(self._s_prefix + _b(key))
         except self._response_error as exc:
             if str(exc).startswith("WRONGTYPE"):
@@ -706,19 +720,23 @@ class RedisStore(Store):
             args += (b"d:" + _b(name), _b(value))
         args.extend(b"d:" + _b(name) for name in deleted)
         skey = self._s_prefix + _b(key)
+        cache = self._cache
         try:
-            if self._cache is None:
-                return bool(self._eval(_S_APPLY, [skey], args) > 0)
-            for attempt in (1, 2):
-                script = ("EVALSHA", _S_APPLY.sha, 1, skey, *args)
-                result = self._cache.apply(skey, script, changed, deleted, touch)
-                if attempt == 1 and isinstance(result, self._noscript):
-                    self._load_scripts()
-                    continue
-                if isinstance(result, Exception):
-                    raise result
-                return bool(result > 0)
-            raise AssertionError("unreachable")
+            if cache is not None and cache.supported:
+                try:
+                    for attempt in (1, 2):
+                        script = ("EVALSHA", _S_APPLY.sha, 1, skey, *args)
+                        result = cache.apply(skey, script, changed, deleted, touch)
+                        if attempt == 1 and isinstance(result, self._noscript):
+                            self._load_scripts()
+                            continue
+                        if isinstance(result, Exception):
+                            raise result
+                        return bool(result > 0)
+                except CacheUnsupported as exc:
+                    # Refused while connecting, before anything was sent: apply it uncached.
+                    self._cache_refused(exc)
+            return bool(self._eval(_S_APPLY, [skey], args) > 0)
         except self._error as exc:
             raise self._unavailable(exc) from exc
 

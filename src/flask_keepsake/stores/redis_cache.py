@@ -48,6 +48,10 @@ DEFAULT_SIZE: Final = 10_000
 DEFAULT_MAX_AGE: Final = 30.0
 
 
+class CacheUnsupported(Exception):
+    """The server refused what the cache needs (RESP3, ``CLIENT TRACKING``); nothing was sent."""
+
+
 class _Entry:
     __slots__ = ("record", "stored", "version")
 
@@ -84,6 +88,8 @@ class LocalCache:
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._conn: Any = None
         self._pid = os.getpid()
+        #: ``False`` once the server refused client-side caching: the store then reads Redis.
+        self.supported = True
         #: Loads served from memory and loads that asked Redis (for tests and benchmarks).
         self.hits = 0
         self.misses = 0
@@ -153,9 +159,18 @@ class LocalCache:
             # Broken since its last use (a server restart, an idle timeout): start afresh, so
             # that a request after a restart gets an answer rather than this stale socket's error.
             conn = self._connection()
-        try:
-            if conn._sock is None:
+        if conn._sock is None:
+            try:
                 conn.connect()
+            except self._response_error as exc:
+                # Redis before 6 (no HELLO 3), or CLIENT renamed or not allowed by the ACL.
+                self._broken()
+                self.supported = False
+                raise CacheUnsupported(str(exc)) from exc
+            except BaseException:
+                self._broken()
+                raise
+        try:
             conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
             for _ in commands:
