@@ -237,3 +237,63 @@ class RedisClusterServers:
         """Stop every node."""
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinel:
+    """A ``redis-server --sentinel`` watching one primary as ``name``, quorum 1, fast failover."""
+
+    def __init__(self, directory: Path, primary: RedisServer, name: str = "sessions") -> None:
+        self.directory = directory
+        self.primary = primary
+        self.name = name
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisSentinel:
+        """Write its config (the sentinel rewrites it), start it, wait until it names one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.directory}\n"
+            f"sentinel monitor {self.name} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.name} 500\n"
+            f"sentinel failover-timeout {self.name} 5000\n"
+        )
+        self.process = subprocess.Popen(
+            [redis_binary(), str(config), "--sentinel", "--logfile", "sentinel.log"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.directory,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-sentinel exited with {self.process.returncode}")
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    if client.sentinel_get_master_addr_by_name(self.name):
+                        return self
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-sentinel did not start in time")
+            time.sleep(0.05)
+
+    def primary_port(self) -> int | None:
+        """The port of the primary the sentinel names now."""
+        with redis.Redis(port=self.port, socket_timeout=1) as client:
+            address = client.sentinel_get_master_addr_by_name(self.name)
+        return None if not address else int(address[1])
+
+    def stop(self) -> None:
+        """Stop the sentinel by its pid."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
