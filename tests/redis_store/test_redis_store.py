@@ -169,6 +169,17 @@ def test_delete_removes_the_index_entries(store: RedisStore, server: RedisServer
     assert server.admin().exists(b"keepsake:u:u", b"keepsake:h:h-a") == 0
 
 
+def test_delete_with_an_overwritten_index_still_deletes(
+    store: RedisStore, server: RedisServer
+) -> None:
+    """An index key that someone replaced with a string does not stop a logout."""
+    store.create(make_record(user_id="u"))
+    server.admin().set(b"keepsake:u:u", "not a sorted set")
+    assert store.delete(key_for("a")) is True
+    assert server.admin().exists(session_key(store)) == 0
+    assert server.admin().exists(b"keepsake:h:h-a") == 0
+
+
 def test_rename_moves_the_index_entries(store: RedisStore, server: RedisServer) -> None:
     """After a rename the indexes name the new key only."""
     store.create(make_record("a", user_id="u"))

@@ -424,6 +424,33 @@ def test_rename_onto_another_live_record_raises_value_error(store: Store) -> Non
     assert store.load(other.key, NOW) == other
 
 
+def test_rename_onto_a_handle_another_live_record_holds_raises_value_error(store: Store) -> None:
+    """A new record whose handle a live record holds is refused, and nothing changes."""
+    old = make_record("old", user_id="u")
+    holder = make_record("holder", user_id="v")
+    store.create(old)
+    store.create(holder)
+    with pytest.raises(ValueError, match="already exists"):
+        store.rename(old.key, make_record("new", handle=holder.handle, user_id="u"), NOW)
+    assert store.load(old.key, NOW) == old
+    assert store.load(holder.key, NOW) == holder
+    assert store.load(key_for("new"), NOW) is None
+    assert [record.key for record in store.list_user("u", NOW)] == [old.key]
+
+
+def test_rename_may_take_the_handle_of_an_expired_record(store: Store) -> None:
+    """An expired record does not hold its handle: a rename may take it."""
+    gone = make_record("gone", expires_at=NOW + 1)
+    old = make_record("old")
+    store.create(gone)
+    store.create(old)
+    later = NOW + 2
+    new = make_record("new", handle=gone.handle, created=later, expires_at=later + TTL)
+    assert store.rename(old.key, new, later) is True
+    assert store.load(new.key, later) == new
+    assert store.load(old.key, later) is None
+
+
 def test_concurrent_renames_of_one_key_let_exactly_one_win(store: Store) -> None:
     """Eight threads renaming the same old key: exactly one succeeds."""
     old = make_record("old")

@@ -18,11 +18,13 @@ The data model, chosen for the engine's guarantees (see ``docs/stores.md``):
     Indexes from a user and from a handle to session keys, scored by the time the entry was
     added, with a TTL that follows the latest absolute expiry among their sessions.
 
-Every script touches exactly one key, except the atomic rename on a single server, so nothing
-needs a cross-slot transaction in Redis Cluster. The session hash is the truth and the indexes
-are hints checked against it: an index entry is always written *before* its session and removed
-*after* it, so an index may briefly name a session that is gone (readers skip it and remove it)
-but never misses a live one, and ``revoke_all`` cannot overlook a session.
+In a cluster every script touches exactly one key, so nothing needs a cross-slot transaction. On
+a single server two scripts do more in one step: the rename swaps two sessions, and a delete also
+removes the session's index entries (built from the prefix and the handle and user it reads).
+The session hash is the truth and the indexes are hints checked against it: an index entry is
+always written *before* its session and removed *after* it (or in the same step), so an index
+may briefly name a session that is gone (readers skip it and remove it) but never misses a live
+one, and ``revoke_all`` cannot overlook a session.
 
 Time comes from the caller's ``now`` as in every store: ``e`` is compared with it, so a fake clock
 works; the TTL is set relative to real time as ``expires_at - now``, and only reclaims memory.
@@ -124,7 +126,10 @@ return {1, old[1], old[2]}
 """
 )
 
-# KEYS: session. Returns {0} if absent, else {1, handle, user} after deleting it.
+# KEYS: session. ARGV, on a single server only: handle index prefix, user index prefix, member.
+# Returns {0} if absent, else {1, handle, user} after deleting it (and, given ARGV, its entries in
+# the handle and user indexes, in the same step; a cluster, where those keys may live on other
+# nodes, passes no ARGV and removes them in a second round trip).
 _DELETE = """
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {0} end
@@ -134,6 +139,10 @@ if t == 'hash' then
   h, u = r[1], r[2]
 end
 redis.call('DEL', KEYS[1])
+if #ARGV == 3 then
+  if h then redis.pcall('ZREM', ARGV[1] .. h, ARGV[3]) end
+  if u then redis.pcall('ZREM', ARGV[2] .. u, ARGV[3]) end
+end
 return {1, h, u}
 """
 
@@ -154,6 +163,48 @@ redis.call('DEL', KEYS[1])
 if is_live then return {2, r[2], r[3]} end
 return {1, r[2], r[3]}
 """
+
+# A rename on a single server, in one step: the index entries of the new record, the check that
+# no other live session holds its handle, the swap, and the removal of the old key's entries.
+# KEYS: old session, new session, handle index, [user index]. ARGV: now, ttl_ms, index ttl_ms,
+# session prefix, handle index prefix, user index prefix, old member, new member, handle, then
+# field, value, ... Returns {1, old handle, old user}, {0} if the old record is not live, {-1}
+# if the new key is, {-2} if another live session holds the handle (then only the index entries,
+# which are hints, were written).
+_RENAME = (
+    _LIVE
+    + """
+local now = tonumber(ARGV[1])
+local function index_add(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', key) end
+  redis.call('ZADD', key, ARGV[1], ARGV[8])
+  if redis.call('PTTL', key) < tonumber(ARGV[3]) then redis.call('PEXPIRE', key, ARGV[3]) end
+end
+index_add(KEYS[3])
+if KEYS[4] then index_add(KEYS[4]) end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if m ~= ARGV[7] and m ~= ARGV[8] then
+    local r = redis.pcall('HMGET', ARGV[4] .. m, 'e', 'h')
+    if not r['err'] and r[1] and r[2] == ARGV[9] then
+      local e = tonumber(r[1])
+      if e and e > now then return {-2} end
+    end
+  end
+end
+if not live(KEYS[1], now) then return {0} end
+if KEYS[1] ~= KEYS[2] and live(KEYS[2], now) then return {-1} end
+local old = redis.call('HMGET', KEYS[1], 'h', 'u')
+redis.call('DEL', KEYS[1], KEYS[2])
+hset(KEYS[2], 10, #ARGV)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if KEYS[1] ~= KEYS[2] then
+  if old[1] then redis.pcall('ZREM', ARGV[5] .. old[1], ARGV[7]) end
+  if old[2] then redis.pcall('ZREM', ARGV[6] .. old[2], ARGV[7]) end
+end
+return {1, old[1], old[2]}
+"""
+)
 
 # KEYS: index. ARGV: score, member, ttl_ms, '1' to return the members.
 _INDEX_ADD = """
@@ -184,6 +235,7 @@ _SCRIPTS: Final = {
         ("create", _CREATE),
         ("apply", _APPLY),
         ("swap", _SWAP),
+        ("rename", _RENAME),
         ("delete", _DELETE),
         ("delete_if", _DELETE_IF),
         ("index_add", _INDEX_ADD),
@@ -192,6 +244,7 @@ _SCRIPTS: Final = {
 _S_CREATE: Final = _SCRIPTS["create"]
 _S_APPLY: Final = _SCRIPTS["apply"]
 _S_SWAP: Final = _SCRIPTS["swap"]
+_S_RENAME: Final = _SCRIPTS["rename"]
 _S_DELETE: Final = _SCRIPTS["delete"]
 _S_DELETE_IF: Final = _SCRIPTS["delete_if"]
 _S_INDEX_ADD: Final = _SCRIPTS["index_add"]
@@ -747,20 +800,23 @@ class RedisStore(Store):
     def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
         """Replace the record under ``old_key`` by ``record``; see :meth:`Store.rename`.
 
-        On one server the swap is a single script over both keys, atomic. In a cluster the two
-        keys live in different slots, so, as the contract asks, the new record is created first
-        and the old one deleted after (if the old one turns out not to be live, the new one is
-        deleted again and ``False`` returned).
+        On one server the whole rename is one script, atomic and one round trip: index entries,
+        handle check, swap, old index entries. In a cluster the two keys live in different slots,
+        so, as the contract asks, the new record is created first and the old one deleted after
+        (if the old one turns out not to be live, the new one is deleted again and ``False``
+        returned), each step its own round trip.
         """
         old_b, new_b = _b(old_key), _b(record.key)
         old_skey, new_skey = self._skey(old_b), self._skey(new_b)
         fields = self._fields(record)
         ttl = _ttl_ms(record.expires_at, now)
+        if not self._cluster:
+            return self._rename_in_one_step(old_b, new_b, record, fields, ttl, now)
         try:
             members = self._ordered(self._index_calls(record, now))[0]
             if self._handle_taken(members, record.handle, now, {old_b, new_b}):
                 raise ValueError(_DUPLICATE_HANDLE)
-            if not self._cluster or old_b == new_b:
+            if old_b == new_b:
                 result = self._eval(_S_SWAP, [old_skey, new_skey], [_num(now), ttl, *fields])
                 if result[0] == 0:
                     return False
@@ -781,15 +837,59 @@ class RedisStore(Store):
             self._evict(old_skey, new_skey)
         return True
 
+    def _rename_in_one_step(
+        self,
+        old_b: bytes,
+        new_b: bytes,
+        record: SessionRecord,
+        fields: list[bytes],
+        ttl: int,
+        now: float,
+    ) -> bool:
+        old_skey, new_skey = self._skey(old_b), self._skey(new_b)
+        keys = [old_skey, new_skey, self._hkey(record.handle)]
+        if record.user_id is not None:
+            keys.append(self._ukey(record.user_id))
+        index_ttl = _ttl_ms(max(record.absolute_expires_at, record.expires_at), now)
+        args = [
+            _num(now),
+            ttl,
+            index_ttl,
+            self._s_prefix,
+            self._h_prefix,
+            self._u_prefix,
+            old_b,
+            new_b,
+            _b(record.handle),
+            *fields,
+        ]
+        try:
+            result = self._eval(_S_RENAME, keys, args)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._evict(old_skey, new_skey)
+        if result[0] == -2:
+            raise ValueError(_DUPLICATE_HANDLE)
+        if result[0] == -1:
+            raise ValueError(_DUPLICATE_KEY)
+        return bool(result[0] == 1)
+
     def delete(self, key: str) -> bool:
         """Delete the record under ``key``, live or expired; see :meth:`Store.delete`."""
         key_b = _b(key)
         try:
-            result = self._eval(_S_DELETE, [self._skey(key_b)], [])
+            if self._cluster:
+                result = self._eval(_S_DELETE, [self._skey(key_b)], [])
+            else:
+                # One round trip: the script removes the index entries too.
+                args = [self._h_prefix, self._u_prefix, key_b]
+                result = self._eval(_S_DELETE, [self._skey(key_b)], args)
             self._evict(self._skey(key_b))
             if result[0] == 0:
                 return False
-            self._unindex(key_b, result[1], result[2])
+            if self._cluster:
+                self._unindex(key_b, result[1], result[2])
         except self._error as exc:
             raise self._unavailable(exc) from exc
         return True
