@@ -74,7 +74,6 @@ def test_json_and_plots_from_a_tiny_run(
     benchmarks: dict[str, ModuleType], sqlite_result: Any, tmp_path: Path
 ) -> None:
     """The JSON round-trips, and run_all --reuse combines it and draws the scale plots."""
-    pytest.importorskip("matplotlib", reason="matplotlib (the bench extra) draws the plots")
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(BENCHMARKS))
         run_all = importlib.import_module("run_all")
