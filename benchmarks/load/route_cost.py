@@ -10,8 +10,10 @@ signs a user in through the real forms, and then runs the members' loop of the l
 (visit, API read, account page, sign out, sign-in form, sign in) through Flask's test client,
 interleaving the variants. For every route it prints the median CPU time of the thread
 (``time.thread_time_ns``: Python, Flask, the session library and the system calls of the
-round trips, but not the wait for Redis) and the commands Redis ran for one request of each
-route after a warm-up pass (``INFO commandstats``; commands run inside Lua scripts included).
+round trips, but not the wait for Redis), the commands Redis ran for one request of each
+route after a warm-up pass (``INFO commandstats``; commands run inside Lua scripts included),
+and the CPU the Redis server itself spent per loop (``INFO cpu``, each variant alone): on a
+machine where Redis shares the cores with the app, that is CPU the app does not get.
 """
 
 from __future__ import annotations
@@ -133,6 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return response
 
                 cycle(clients[label], timed)
+        redis_cpu: dict[str, float] = {}
+        for label, client in clients.items():
+            before = admin.info("cpu")
+            for _ in range(options.cycles):
+                cycle(client, lambda route, call: call())
+            after = admin.info("cpu")
+            used = sum(after[k] - before[k] for k in ("used_cpu_sys", "used_cpu_user"))
+            redis_cpu[label] = used * 1e6 / options.cycles
         admin.close()
     labels = list(clients)
     print(f"CPU time of the request's thread, µs, median of {options.cycles} (Flask test client)")
@@ -141,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for route in ROUTES:
         cells = [f"{statistics.median(samples[label][route]):.0f}" for label in labels]
         print(f"| {route} | " + " | ".join(cells) + " |")
+    print("\nCPU of the Redis server per loop (seven requests), µs")
+    print("| " + " | ".join(labels) + " |")
+    print("|" + " ---: |" * len(labels))
+    print("| " + " | ".join(f"{redis_cpu[label]:.0f}" for label in labels) + " |")
     print("\nRedis commands run by one request of each route")
     print("| route | " + " | ".join(labels) + " |")
     print("| --- |" + " --- |" * len(labels))
