@@ -55,6 +55,16 @@ def free_port(*, with_bus: bool = False) -> int:
     raise RuntimeError("no free loopback port found")
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after 10 seconds; wait for it."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 class RedisServer:
     """One ``redis-server`` process that the tests own.
 
@@ -156,12 +166,7 @@ class RedisServer:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            terminate(self.process)
 
     def _close_admin(self) -> None:
         if self._admin is not None:
@@ -291,9 +296,4 @@ class RedisSentinel:
     def stop(self) -> None:
         """Stop the sentinel by its pid."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            terminate(self.process)
