@@ -164,6 +164,50 @@ if is_live then return {2, r[2], r[3]} end
 return {1, r[2], r[3]}
 """
 
+# Single-server helpers: add an index entry (score now, TTL raised to ttl_ms), and whether a live
+# session other than mine1/mine2 holds the handle, read from the handle index (its members are
+# session keys under s_prefix, which a cluster could not reach from here).
+_INDEXES = """
+local function index_add(key, member, now, ttl)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', key) end
+  redis.call('ZADD', key, now, member)
+  if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
+end
+local function handle_taken(index, s_prefix, handle, now, mine1, mine2)
+  for _, m in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    if m ~= mine1 and m ~= mine2 then
+      local r = redis.pcall('HMGET', s_prefix .. m, 'e', 'h')
+      if not r['err'] and r[1] and r[2] == handle then
+        local e = tonumber(r[1])
+        if e and e > now then return true end
+      end
+    end
+  end
+  return false
+end
+"""
+
+# A create on a single server, in one step: the index entries, the handle check, the record.
+# KEYS: session, handle index, [user index]. ARGV: now, ttl_ms, index ttl_ms, session prefix,
+# member, handle, then field, value, ... Returns 1, 0 if a live record has the key, -2 if another
+# live session holds the handle (in both cases only the index entries, which are hints, exist).
+_CREATE_ONE = (
+    _LIVE
+    + _INDEXES
+    + """
+local now = tonumber(ARGV[1])
+index_add(KEYS[2], ARGV[5], ARGV[1], ARGV[3])
+if KEYS[3] then index_add(KEYS[3], ARGV[5], ARGV[1], ARGV[3]) end
+if handle_taken(KEYS[2], ARGV[4], ARGV[6], now, ARGV[5], ARGV[5]) then return -2 end
+if live(KEYS[1], now) then return 0 end
+redis.call('DEL', KEYS[1])
+hset(KEYS[1], 7, #ARGV)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
 # A rename on a single server, in one step: the index entries of the new record, the check that
 # no other live session holds its handle, the swap, and the removal of the old key's entries.
 # KEYS: old session, new session, handle index, [user index]. ARGV: now, ttl_ms, index ttl_ms,
@@ -173,25 +217,12 @@ return {1, r[2], r[3]}
 # which are hints, were written).
 _RENAME = (
     _LIVE
+    + _INDEXES
     + """
 local now = tonumber(ARGV[1])
-local function index_add(key)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', key) end
-  redis.call('ZADD', key, ARGV[1], ARGV[8])
-  if redis.call('PTTL', key) < tonumber(ARGV[3]) then redis.call('PEXPIRE', key, ARGV[3]) end
-end
-index_add(KEYS[3])
-if KEYS[4] then index_add(KEYS[4]) end
-for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  if m ~= ARGV[7] and m ~= ARGV[8] then
-    local r = redis.pcall('HMGET', ARGV[4] .. m, 'e', 'h')
-    if not r['err'] and r[1] and r[2] == ARGV[9] then
-      local e = tonumber(r[1])
-      if e and e > now then return {-2} end
-    end
-  end
-end
+index_add(KEYS[3], ARGV[8], ARGV[1], ARGV[3])
+if KEYS[4] then index_add(KEYS[4], ARGV[8], ARGV[1], ARGV[3]) end
+if handle_taken(KEYS[3], ARGV[4], ARGV[9], now, ARGV[7], ARGV[8]) then return {-2} end
 if not live(KEYS[1], now) then return {0} end
 if KEYS[1] ~= KEYS[2] and live(KEYS[2], now) then return {-1} end
 local old = redis.call('HMGET', KEYS[1], 'h', 'u')
@@ -236,6 +267,7 @@ _SCRIPTS: Final = {
         ("apply", _APPLY),
         ("swap", _SWAP),
         ("rename", _RENAME),
+        ("create_one", _CREATE_ONE),
         ("delete", _DELETE),
         ("delete_if", _DELETE_IF),
         ("index_add", _INDEX_ADD),
@@ -245,6 +277,7 @@ _S_CREATE: Final = _SCRIPTS["create"]
 _S_APPLY: Final = _SCRIPTS["apply"]
 _S_SWAP: Final = _SCRIPTS["swap"]
 _S_RENAME: Final = _SCRIPTS["rename"]
+_S_CREATE_ONE: Final = _SCRIPTS["create_one"]
 _S_DELETE: Final = _SCRIPTS["delete"]
 _S_DELETE_IF: Final = _SCRIPTS["delete_if"]
 _S_INDEX_ADD: Final = _SCRIPTS["index_add"]
@@ -692,12 +725,16 @@ class RedisStore(Store):
     def create(self, record: SessionRecord) -> None:
         """Store a new record; see :meth:`Store.create`.
 
-        One round trip on a single server (two in a cluster): the index entries, then the
-        session, whose script refuses a live key. A handle collision (which 96 random bits make
-        impossible in practice) is detected from the handle index afterwards, and the record
-        just stored under its unguessable new key is deleted again before ``ValueError``.
+        One script on a single server: the index entries, the check that no other live session
+        holds the handle, then the record (refused if a live one has the key). In a cluster, two
+        round trips: the index entries, then the session, whose script refuses a live key; a
+        handle collision (which 96 random bits make impossible in practice) is detected from the
+        handle index afterwards, and the record just stored under its unguessable new key is
+        deleted again before ``ValueError``.
         """
         now = record.created
+        if not self._cluster:
+            return self._create_in_one_step(record, now)
         try:
             args = [_num(now), _ttl_ms(record.expires_at, now), *self._fields(record)]
             results = self._ordered(
@@ -836,6 +873,29 @@ class RedisStore(Store):
         finally:
             self._evict(old_skey, new_skey)
         return True
+
+    def _create_in_one_step(self, record: SessionRecord, now: float) -> None:
+        key_b = _b(record.key)
+        keys = [self._skey(key_b), self._hkey(record.handle)]
+        if record.user_id is not None:
+            keys.append(self._ukey(record.user_id))
+        args = [
+            _num(now),
+            _ttl_ms(record.expires_at, now),
+            _ttl_ms(max(record.absolute_expires_at, record.expires_at), now),
+            self._s_prefix,
+            key_b,
+            _b(record.handle),
+            *self._fields(record),
+        ]
+        try:
+            result = self._eval(_S_CREATE_ONE, keys, args)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        if result == 0:
+            raise ValueError(_DUPLICATE_KEY)
+        if result == -2:
+            raise ValueError(_DUPLICATE_HANDLE)
 
     def _rename_in_one_step(
         self,
