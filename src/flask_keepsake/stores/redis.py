@@ -19,8 +19,9 @@ The data model, chosen for the engine's guarantees (see ``docs/stores.md``):
     added, with a TTL that follows the latest absolute expiry among their sessions.
 
 In a cluster every script touches exactly one key, so nothing needs a cross-slot transaction. On
-a single server two scripts do more in one step: the rename swaps two sessions, and a delete also
-removes the session's index entries (built from the prefix and the handle and user it reads).
+a single server three scripts do more in one step: a create also writes the index entries and
+checks the handle, the rename swaps two sessions and moves their index entries, and a delete
+also removes the session's index entries (keys built from the prefix and what the script reads).
 The session hash is the truth and the indexes are hints checked against it: an index entry is
 always written *before* its session and removed *after* it (or in the same step), so an index
 may briefly name a session that is gone (readers skip it and remove it) but never misses a live
