@@ -165,9 +165,9 @@ if is_live then return {2, r[2], r[3]} end
 return {1, r[2], r[3]}
 """
 
-# Single-server helpers: add an index entry (score now, TTL raised to ttl_ms), and whether a live
-# session other than mine1/mine2 holds the handle, read from the handle index (its members are
-# session keys under s_prefix, which a cluster could not reach from here).
+# Helpers: add an index entry (score now, TTL raised to ttl_ms; any script), and whether a live
+# session other than mine1/mine2 holds the handle, read from the handle index (single server
+# only: its members are session keys under s_prefix, which a cluster could not reach from here).
 _INDEXES = """
 local function index_add(key, member, now, ttl)
   local t = redis.call('TYPE', key)['ok']
@@ -239,16 +239,14 @@ return {1, old[1], old[2]}
 )
 
 # KEYS: index. ARGV: score, member, ttl_ms, '1' to return the members.
-_INDEX_ADD = """
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t ~= 'zset' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
+_INDEX_ADD = (
+    _INDEXES
+    + """
+index_add(KEYS[1], ARGV[2], ARGV[1], ARGV[3])
 if ARGV[4] == '1' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
 return 0
 """
+)
 
 
 class _Lua:
