@@ -77,6 +77,22 @@ local function hset(key, first, last)
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
+-- Write a record from ARGV[first..] under key, replacing what is there, with a TTL of ttl_ms.
+local function put(key, first, ttl)
+  redis.call('DEL', key)
+  hset(key, first, #ARGV)
+  redis.call('PEXPIRE', key, ttl)
+end
+-- Replace the live record under old by the record in ARGV[first..] under new.
+-- Returns {1, old handle, old user}, {0} if old is not live, {-1} if new (another key) is.
+local function swap(old, new, now, first, ttl)
+  if not live(old, now) then return {0} end
+  if old ~= new and live(new, now) then return {-1} end
+  local r = redis.call('HMGET', old, 'h', 'u')
+  redis.call('DEL', old)
+  put(new, first, ttl)
+  return {1, r[1], r[2]}
+end
 """
 
 # KEYS: session. ARGV: now, ttl_ms, field, value, ...  Returns 1, or 0 if a live record exists.
@@ -84,9 +100,7 @@ _CREATE = (
     _LIVE
     + """
 if live(KEYS[1], tonumber(ARGV[1])) then return 0 end
-redis.call('DEL', KEYS[1])
-hset(KEYS[1], 3, #ARGV)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+put(KEYS[1], 3, ARGV[2])
 return 1
 """
 )
@@ -116,14 +130,7 @@ return redis.call('HINCRBY', KEYS[1], 'v', 1)
 _SWAP = (
     _LIVE
     + """
-local now = tonumber(ARGV[1])
-if not live(KEYS[1], now) then return {0} end
-if KEYS[1] ~= KEYS[2] and live(KEYS[2], now) then return {-1} end
-local old = redis.call('HMGET', KEYS[1], 'h', 'u')
-redis.call('DEL', KEYS[1], KEYS[2])
-hset(KEYS[2], 3, #ARGV)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return {1, old[1], old[2]}
+return swap(KEYS[1], KEYS[2], tonumber(ARGV[1]), 3, ARGV[2])
 """
 )
 
@@ -202,9 +209,7 @@ index_add(KEYS[2], ARGV[5], ARGV[1], ARGV[3])
 if KEYS[3] then index_add(KEYS[3], ARGV[5], ARGV[1], ARGV[3]) end
 if handle_taken(KEYS[2], ARGV[4], ARGV[6], now, ARGV[5], ARGV[5]) then return -2 end
 if live(KEYS[1], now) then return 0 end
-redis.call('DEL', KEYS[1])
-hset(KEYS[1], 7, #ARGV)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+put(KEYS[1], 7, ARGV[2])
 return 1
 """
 )
@@ -224,17 +229,12 @@ local now = tonumber(ARGV[1])
 index_add(KEYS[3], ARGV[8], ARGV[1], ARGV[3])
 if KEYS[4] then index_add(KEYS[4], ARGV[8], ARGV[1], ARGV[3]) end
 if handle_taken(KEYS[3], ARGV[4], ARGV[9], now, ARGV[7], ARGV[8]) then return {-2} end
-if not live(KEYS[1], now) then return {0} end
-if KEYS[1] ~= KEYS[2] and live(KEYS[2], now) then return {-1} end
-local old = redis.call('HMGET', KEYS[1], 'h', 'u')
-redis.call('DEL', KEYS[1], KEYS[2])
-hset(KEYS[2], 10, #ARGV)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-if KEYS[1] ~= KEYS[2] then
-  if old[1] then redis.pcall('ZREM', ARGV[5] .. old[1], ARGV[7]) end
-  if old[2] then redis.pcall('ZREM', ARGV[6] .. old[2], ARGV[7]) end
+local result = swap(KEYS[1], KEYS[2], now, 10, ARGV[2])
+if result[1] == 1 and KEYS[1] ~= KEYS[2] then
+  if result[2] then redis.pcall('ZREM', ARGV[5] .. result[2], ARGV[7]) end
+  if result[3] then redis.pcall('ZREM', ARGV[6] .. result[3], ARGV[7]) end
 end
-return {1, old[1], old[2]}
+return result
 """
 )
 
