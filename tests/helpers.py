@@ -8,7 +8,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 from flask_keepsake.errors import StoreUnavailable
-from flask_keepsake.stores.base import SessionRecord, Store, Touch
+from flask_keepsake.stores.base import Outcome, Rotated, SessionRecord, Store, Touch
 
 START = 1_800_000_000.0
 
@@ -46,7 +46,7 @@ class SpyStore(Store):
     @property
     def writes(self) -> int:
         """Number of calls that may write."""
-        reads = {"load", "list_user", "count", "user_counts"}
+        reads = {"load", "list_user", "count", "user_counts", "get_marker", "count_expired"}
         return sum(n for m, n in self.calls.items() if m not in reads)
 
     def reset(self) -> None:
@@ -55,8 +55,8 @@ class SpyStore(Store):
     def create(self, record: SessionRecord) -> None:
         self._call("create", record)
 
-    def load(self, key: str, now: float) -> SessionRecord | None:
-        result: SessionRecord | None = self._call("load", key, now)
+    def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
+        result: SessionRecord | Rotated | None = self._call("load", key, now)
         return result
 
     def apply(
@@ -66,14 +66,28 @@ class SpyStore(Store):
         deleted: Collection[str],
         now: float,
         touch: Touch | None = None,
-    ) -> bool:
-        return bool(self._call("apply", key, changed, deleted, now, touch))
+    ) -> Outcome:
+        result: Outcome = self._call("apply", key, changed, deleted, now, touch)
+        return result
 
-    def touch(self, key: str, touch: Touch, now: float) -> bool:
-        return bool(self._call("touch", key, touch, now))
+    def touch(self, key: str, touch: Touch, now: float) -> Outcome:
+        result: Outcome = self._call("touch", key, touch, now)
+        return result
 
-    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
-        return bool(self._call("rename", old_key, record, now))
+    def rename(
+        self,
+        old_key: str,
+        record: SessionRecord,
+        now: float,
+        *,
+        changed: Mapping[str, str] | None = None,
+        deleted: Collection[str] = (),
+        grace: float = 0.0,
+    ) -> Outcome:
+        result: Outcome = self._call(
+            "rename", old_key, record, now, changed=changed, deleted=deleted, grace=grace
+        )
+        return result
 
     def delete(self, key: str) -> bool:
         return bool(self._call("delete", key))
@@ -91,6 +105,15 @@ class SpyStore(Store):
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         return int(self._call("purge_expired", now, batch_size))
+
+    def put_marker(
+        self, name: str, value: str, expires_at: float, now: float, *, replace: bool = True
+    ) -> bool:
+        return bool(self._call("put_marker", name, value, expires_at, now, replace=replace))
+
+    def get_marker(self, name: str, now: float) -> str | None:
+        result: str | None = self._call("get_marker", name, now)
+        return result
 
     def count(self, now: float) -> int:
         return int(self._call("count", now))

@@ -8,6 +8,7 @@ register extra cleanup with ``request.addfinalizer``); every test then runs agai
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,14 @@ class StoreSpec:
     :param factory: builds a fresh, empty store; the fixture closes it after the test.
     :param native_expiry: the backend drops expired records by itself (Redis TTLs), so
         :meth:`Store.count_expired` and :meth:`Store.purge_expired` always return 0.
+    :param corrupt: overwrite the stored form of the record under a key with something the
+        store cannot decode, behind the store's back; ``None`` for a store that keeps Python
+        objects and decodes nothing.
     """
 
     factory: Callable[[pytest.FixtureRequest], Store]
     native_expiry: bool = False
+    corrupt: Callable[[Store, str], None] | None = None
 
 
 def _memory(request: pytest.FixtureRequest) -> Store:
@@ -40,6 +45,16 @@ def _memory(request: pytest.FixtureRequest) -> Store:
 def _sqlite(request: pytest.FixtureRequest) -> Store:
     tmp_path: Path = request.getfixturevalue("tmp_path")
     return SQLiteStore(tmp_path / "sessions.sqlite3")
+
+
+def _corrupt_sqlite(store: Store, key: str) -> None:
+    assert isinstance(store, SQLiteStore)
+    with sqlite3.connect(store.path) as conn:
+        cursor = conn.execute(
+            "UPDATE keepsake_sessions SET data = '{not json' WHERE key = ?", (bytes.fromhex(key),)
+        )
+        assert cursor.rowcount == 1
+    conn.close()
 
 
 def _redis(request: pytest.FixtureRequest) -> Store:
@@ -62,7 +77,7 @@ def _redis_cluster(request: pytest.FixtureRequest) -> Store:
 
 STORES: dict[str, StoreSpec] = {
     "memory": StoreSpec(_memory),
-    "sqlite": StoreSpec(_sqlite),
+    "sqlite": StoreSpec(_sqlite, corrupt=_corrupt_sqlite),
     "redis": StoreSpec(_redis, native_expiry=True),
     "redis-local-cache": StoreSpec(_redis_local_cache, native_expiry=True),
     "redis-cluster": StoreSpec(_redis_cluster, native_expiry=True),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from flask_keepsake.stores import SessionRecord, Store, Touch
+from flask_keepsake.stores import ROTATED, Outcome, SessionRecord, Store, Touch
 
 from .store_helpers import NOW, TTL, key_for, make_record
 
@@ -184,7 +184,7 @@ def test_apply_sets_changed_keys_and_keeps_the_others(store: Store) -> None:
     """Changed keys get their new values; keys outside the delta are untouched."""
     record = make_record(data={"keep": "1", "change": "2"})
     store.create(record)
-    assert store.apply(record.key, {"change": "20", "add": "3"}, (), NOW) is True
+    assert store.apply(record.key, {"change": "20", "add": "3"}, (), NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == {"keep": "1", "change": "20", "add": "3"}
@@ -194,7 +194,7 @@ def test_apply_deletes_keys(store: Store) -> None:
     """Deleted keys are removed from the record."""
     record = make_record(data={"keep": "1", "drop": "2"})
     store.create(record)
-    assert store.apply(record.key, {}, ["drop"], NOW) is True
+    assert store.apply(record.key, {}, ["drop"], NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == {"keep": "1"}
@@ -204,7 +204,7 @@ def test_apply_ignores_deleting_absent_keys(store: Store) -> None:
     """Deleting a key the record does not hold is not an error and changes nothing else."""
     record = make_record(data={"keep": "1"})
     store.create(record)
-    assert store.apply(record.key, {}, {"never-there"}, NOW) is True
+    assert store.apply(record.key, {}, {"never-there"}, NOW) is Outcome.DONE
     assert store.load(record.key, NOW) == record
 
 
@@ -212,17 +212,17 @@ def test_apply_with_a_key_both_changed_and_deleted_deletes_it(store: Store) -> N
     """A key named in both changed and deleted ends up deleted, in every store alike."""
     record = make_record(data={"x": "1", "keep": "2"})
     store.create(record)
-    assert store.apply(record.key, {"x": "9"}, ["x"], NOW) is True
+    assert store.apply(record.key, {"x": "9"}, ["x"], NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == {"keep": "2"}
 
 
-def test_apply_empty_delta_returns_true_and_changes_nothing(store: Store) -> None:
+def test_apply_empty_delta_is_done_and_changes_nothing(store: Store) -> None:
     """An empty delta on a live record succeeds and leaves it as it was."""
     record = make_record()
     store.create(record)
-    assert store.apply(record.key, {}, (), NOW) is True
+    assert store.apply(record.key, {}, (), NOW) is Outcome.DONE
     assert store.load(record.key, NOW) == record
 
 
@@ -231,7 +231,7 @@ def test_apply_with_touch_sets_last_seen_and_expires_at(store: Store) -> None:
     record = make_record(data={"a": "1"})
     store.create(record)
     touch = Touch(last_seen=NOW + 60, expires_at=NOW + 60 + TTL)
-    assert store.apply(record.key, {"b": "2"}, ["a"], NOW + 60, touch) is True
+    assert store.apply(record.key, {"b": "2"}, ["a"], NOW + 60, touch) is Outcome.DONE
     loaded = store.load(record.key, NOW + 60)
     expected = dataclasses.replace(
         record, data={"b": "2"}, last_seen=NOW + 60, expires_at=NOW + 60 + TTL
@@ -243,28 +243,28 @@ def test_apply_without_touch_keeps_last_seen_and_expires_at(store: Store) -> Non
     """Without a touch, apply leaves the timestamps alone."""
     record = make_record()
     store.create(record)
-    assert store.apply(record.key, {"a": "1"}, (), NOW + 60) is True
+    assert store.apply(record.key, {"a": "1"}, (), NOW + 60) is Outcome.DONE
     loaded = store.load(record.key, NOW + 60)
     assert loaded is not None
     assert (loaded.last_seen, loaded.expires_at) == (record.last_seen, record.expires_at)
 
 
-def test_apply_to_absent_record_returns_false_and_writes_nothing(store: Store) -> None:
+def test_apply_to_absent_record_is_gone_and_writes_nothing(store: Store) -> None:
     """A delta for a key that was never stored creates nothing."""
     key = key_for("ghost")
     touch = Touch(last_seen=NOW, expires_at=NOW + TTL)
-    assert store.apply(key, {"a": "1"}, (), NOW, touch) is False
+    assert store.apply(key, {"a": "1"}, (), NOW, touch) is Outcome.GONE
     assert store.load(key, NOW) is None
     assert store.count(NOW) == 0
 
 
-def test_apply_to_expired_record_returns_false_and_writes_nothing(store: Store) -> None:
+def test_apply_to_expired_record_is_gone_and_writes_nothing(store: Store) -> None:
     """A delta for an expired record neither changes nor revives it, even with a touch."""
     record = make_record()
     store.create(record)
     later = record.expires_at
     touch = Touch(last_seen=later, expires_at=later + TTL)
-    assert store.apply(record.key, {"a": "1"}, ["greeting"], later, touch) is False
+    assert store.apply(record.key, {"a": "1"}, ["greeting"], later, touch) is Outcome.GONE
     assert store.load(record.key, later) is None
     assert store.load(record.key, NOW) == record
 
@@ -274,7 +274,7 @@ def test_apply_after_delete_does_not_resurrect(store: Store) -> None:
     record = make_record()
     store.create(record)
     assert store.delete(record.key) is True
-    assert store.apply(record.key, {"a": "1"}, (), NOW) is False
+    assert store.apply(record.key, {"a": "1"}, (), NOW) is Outcome.GONE
     assert store.load(record.key, NOW) is None
 
 
@@ -286,8 +286,8 @@ def test_overlapping_deltas_on_different_keys_both_survive(store: Store) -> None
     second_view = store.load(record.key, NOW)
     assert first_view is not None
     assert second_view is not None
-    assert store.apply(record.key, {"cart": "[1]"}, (), NOW) is True
-    assert store.apply(record.key, {"theme": '"dark"'}, ["shared"], NOW) is True
+    assert store.apply(record.key, {"cart": "[1]"}, (), NOW) is Outcome.DONE
+    assert store.apply(record.key, {"theme": '"dark"'}, ["shared"], NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == {"cart": "[1]", "theme": '"dark"'}
@@ -297,8 +297,8 @@ def test_overlapping_deltas_on_the_same_key_last_writer_wins(store: Store) -> No
     """Two requests that changed the same key: the later apply's value stays."""
     record = make_record(data={"n": "0"})
     store.create(record)
-    assert store.apply(record.key, {"n": "1"}, (), NOW) is True
-    assert store.apply(record.key, {"n": "2"}, (), NOW) is True
+    assert store.apply(record.key, {"n": "1"}, (), NOW) is Outcome.DONE
+    assert store.apply(record.key, {"n": "2"}, (), NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == {"n": "2"}
@@ -311,7 +311,7 @@ def test_concurrent_applies_of_different_keys_all_survive(store: Store) -> None:
 
     def write(index: int) -> None:
         for step in range(20):
-            assert store.apply(record.key, {f"t{index}": str(step)}, (), NOW) is True
+            assert store.apply(record.key, {f"t{index}": str(step)}, (), NOW) is Outcome.DONE
 
     run_threads(8, write)
     loaded = store.load(record.key, NOW)
@@ -326,7 +326,8 @@ def test_touch_sets_last_seen_and_expires_at_only(store: Store) -> None:
     """A touch moves the timestamps and leaves the data and everything else alone."""
     record = make_record()
     store.create(record)
-    assert store.touch(record.key, Touch(last_seen=NOW + 5, expires_at=NOW + 5 + TTL), NOW + 5)
+    touch = Touch(last_seen=NOW + 5, expires_at=NOW + 5 + TTL)
+    assert store.touch(record.key, touch, NOW + 5) is Outcome.DONE
     loaded = store.load(record.key, NOW + TTL)
     assert loaded == dataclasses.replace(record, last_seen=NOW + 5, expires_at=NOW + 5 + TTL)
 
@@ -335,24 +336,27 @@ def test_touch_can_bring_expiry_closer(store: Store) -> None:
     """A touch sets expires_at as given, even when that is earlier than before."""
     record = make_record()
     store.create(record)
-    assert store.touch(record.key, Touch(last_seen=NOW, expires_at=NOW + 1), NOW) is True
+    assert store.touch(record.key, Touch(last_seen=NOW, expires_at=NOW + 1), NOW) is Outcome.DONE
     assert store.load(record.key, NOW + 1) is None
 
 
-def test_touch_absent_record_returns_false_and_writes_nothing(store: Store) -> None:
+def test_touch_absent_record_is_gone_and_writes_nothing(store: Store) -> None:
     """Touching a key that was never stored creates nothing."""
     key = key_for("ghost")
-    assert store.touch(key, Touch(last_seen=NOW, expires_at=NOW + TTL), NOW) is False
+    assert store.touch(key, Touch(last_seen=NOW, expires_at=NOW + TTL), NOW) is Outcome.GONE
     assert store.load(key, NOW) is None
     assert store.count(NOW) == 0
 
 
-def test_touch_expired_record_returns_false_and_writes_nothing(store: Store) -> None:
+def test_touch_expired_record_is_gone_and_writes_nothing(store: Store) -> None:
     """Touching an expired record does not revive it."""
     record = make_record()
     store.create(record)
     later = record.expires_at + 1
-    assert store.touch(record.key, Touch(last_seen=later, expires_at=later + TTL), later) is False
+    assert (
+        store.touch(record.key, Touch(last_seen=later, expires_at=later + TTL), later)
+        is Outcome.GONE
+    )
     assert store.load(record.key, later) is None
     assert store.load(record.key, NOW) == record
 
@@ -364,22 +368,47 @@ def test_rename_moves_the_record_to_the_new_key(store: Store) -> None:
     """After rename the old key is gone and the new key holds the new record."""
     old = make_record("old", data={"a": "1"}, user_id="u")
     store.create(old)
-    new = make_record("new", handle=old.handle, data={"a": "1", "b": "2"}, user_id="u")
-    assert store.rename(old.key, new, NOW) is True
+    new = make_record("new", handle=old.handle, data={}, user_id="u", auth_time=NOW)
+    assert store.rename(old.key, new, NOW, changed={"b": "2"}) is Outcome.DONE
     assert store.load(old.key, NOW) is None
-    assert store.load(new.key, NOW) == new
+    assert store.load(new.key, NOW) == dataclasses.replace(new, data={"a": "1", "b": "2"})
     assert store.count(NOW) == 1
 
 
-def test_rename_supersedes_the_old_data(store: Store) -> None:
-    """Keys the old record held but the new record lacks are gone after rename."""
-    old = make_record("old", data={"stale": "1"})
+def test_rename_carries_the_stored_data_and_applies_the_delta(store: Store) -> None:
+    """The new record holds the old record's data as stored, with changed set and deleted gone."""
+    old = make_record("old", data={"keep": "1", "change": "2", "drop": "3"})
     store.create(old)
-    new = make_record("new", data={"fresh": "1"})
-    assert store.rename(old.key, new, NOW) is True
+    new = make_record("new", data={"ignored": "x"})
+    result = store.rename(old.key, new, NOW, changed={"change": "20", "add": "4"}, deleted=["drop"])
+    assert result is Outcome.DONE
     loaded = store.load(new.key, NOW)
     assert loaded is not None
-    assert loaded.data == {"fresh": "1"}
+    assert loaded.data == {"keep": "1", "change": "20", "add": "4"}
+
+
+def test_rename_keeps_a_write_that_landed_after_the_caller_loaded(store: Store) -> None:
+    """A write to the old record between the login's load and its rename survives the rename."""
+    old = make_record("old", data={"cart": "[]"})
+    store.create(old)
+    assert store.load(old.key, NOW) is not None  # the login request loads
+    assert store.apply(old.key, {"coupon": '"SAVE10"'}, (), NOW) is Outcome.DONE  # another tab
+    new = make_record("new", user_id="u")
+    assert store.rename(old.key, new, NOW, changed={"_user_id": '"u"'}) is Outcome.DONE
+    loaded = store.load(new.key, NOW)
+    assert loaded is not None
+    assert loaded.data == {"cart": "[]", "coupon": '"SAVE10"', "_user_id": '"u"'}
+
+
+def test_rename_with_a_key_both_changed_and_deleted_deletes_it(store: Store) -> None:
+    """As in apply, a key named in both changed and deleted ends up deleted."""
+    old = make_record("old", data={"x": "1", "keep": "2"})
+    store.create(old)
+    new = make_record("new")
+    assert store.rename(old.key, new, NOW, changed={"x": "9"}, deleted=["x"]) is Outcome.DONE
+    loaded = store.load(new.key, NOW)
+    assert loaded is not None
+    assert loaded.data == {"keep": "2"}
 
 
 def test_rename_updates_the_user_and_handle_indexes(store: Store) -> None:
@@ -387,28 +416,40 @@ def test_rename_updates_the_user_and_handle_indexes(store: Store) -> None:
     old = make_record("old", user_id="u")
     store.create(old)
     new = make_record("new", handle="h-renamed", user_id="u")
-    assert store.rename(old.key, new, NOW) is True
+    assert store.rename(old.key, new, NOW) is Outcome.DONE
     assert [record.key for record in store.list_user("u", NOW)] == [new.key]
     assert store.delete_handle(old.handle, NOW) is None
     assert store.delete_handle("h-renamed", NOW) == new.key
 
 
-def test_rename_absent_old_key_returns_false_and_writes_nothing(store: Store) -> None:
+def test_rename_binds_an_anonymous_record_to_a_user(store: Store) -> None:
+    """A login renames an anonymous record into one bound to a user, listed under that user."""
+    old = make_record("old", user_id=None)
+    store.create(old)
+    new = make_record("new", handle="h-login", user_id="u")
+    assert store.rename(old.key, new, NOW) is Outcome.DONE
+    assert [record.key for record in store.list_user("u", NOW)] == [new.key]
+    assert store.delete_user("u", NOW) == 1
+    assert store.count(NOW) == 0
+
+
+def test_rename_absent_old_key_is_gone_and_writes_nothing(store: Store) -> None:
     """Renaming a key that was never stored does not create the new record."""
     new = make_record("new")
-    assert store.rename(key_for("ghost"), new, NOW) is False
+    assert store.rename(key_for("ghost"), new, NOW, changed={"a": "1"}) is Outcome.GONE
     assert store.load(new.key, NOW) is None
     assert store.count(NOW) == 0
 
 
-def test_rename_expired_old_key_returns_false_and_writes_nothing(store: Store) -> None:
+def test_rename_expired_old_key_is_gone_and_writes_nothing(store: Store) -> None:
     """Renaming an expired record neither creates the new record nor revives the old one."""
     old = make_record("old")
     store.create(old)
     later = old.expires_at
     new = make_record("new", created=later, expires_at=later + TTL)
-    assert store.rename(old.key, new, later) is False
+    assert store.rename(old.key, new, later, grace=60) is Outcome.GONE
     assert store.load(new.key, later) is None
+    assert store.load(old.key, later) is None
     assert store.load(old.key, NOW) == old
 
 
@@ -419,7 +460,7 @@ def test_rename_onto_another_live_record_raises_value_error(store: Store) -> Non
     store.create(old)
     store.create(other)
     with pytest.raises(ValueError, match="already exists"):
-        store.rename(old.key, make_record("other", handle="h-new"), NOW)
+        store.rename(old.key, make_record("other", handle="h-new"), NOW, grace=60)
     assert store.load(old.key, NOW) == old
     assert store.load(other.key, NOW) == other
 
@@ -431,7 +472,7 @@ def test_rename_onto_a_handle_another_live_record_holds_raises_value_error(store
     store.create(old)
     store.create(holder)
     with pytest.raises(ValueError, match="already exists"):
-        store.rename(old.key, make_record("new", handle=holder.handle, user_id="u"), NOW)
+        store.rename(old.key, make_record("new", handle=holder.handle, user_id="u"), NOW, grace=60)
     assert store.load(old.key, NOW) == old
     assert store.load(holder.key, NOW) == holder
     assert store.load(key_for("new"), NOW) is None
@@ -445,25 +486,27 @@ def test_rename_may_take_the_handle_of_an_expired_record(store: Store) -> None:
     store.create(gone)
     store.create(old)
     later = NOW + 2
-    new = make_record("new", handle=gone.handle, created=later, expires_at=later + TTL)
-    assert store.rename(old.key, new, later) is True
-    assert store.load(new.key, later) == new
+    new = make_record("new", handle=gone.handle, created=later, expires_at=later + TTL, data={})
+    assert store.rename(old.key, new, later) is Outcome.DONE
+    assert store.load(new.key, later) == dataclasses.replace(new, data=old.data)
     assert store.load(old.key, later) is None
 
 
 def test_concurrent_renames_of_one_key_let_exactly_one_win(store: Store) -> None:
-    """Eight threads renaming the same old key: exactly one succeeds."""
+    """Eight threads renaming the same old key: exactly one succeeds, the others see it."""
     old = make_record("old")
     store.create(old)
-    results: list[bool] = []
+    results: list[Outcome] = []
 
     def rename(index: int) -> None:
-        results.append(store.rename(old.key, make_record(f"new{index}"), NOW))
+        results.append(store.rename(old.key, make_record(f"new{index}"), NOW, grace=60))
 
     run_threads(8, rename)
-    assert sorted(results) == [False] * 7 + [True]
+    assert sorted(results, key=lambda outcome: outcome.value) == (
+        [Outcome.DONE] + [Outcome.ROTATED] * 7
+    )
     assert store.count(NOW) == 1
-    assert store.load(old.key, NOW) is None
+    assert store.load(old.key, NOW) is ROTATED
 
 
 # delete

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from .base import SessionRecord, Store, Touch
+from .base import ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
 from .memory import MemoryStore
 from .redis import RedisStore
 from .sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "RedisStore", "SQLiteStore", "SessionRecord", "Store", "Touch"]
+__all__ = [
+    "ROTATED",
+    "MemoryStore",
+    "Outcome",
+    "RedisStore",
+    "Rotated",
+    "SQLiteStore",
+    "SessionRecord",
+    "Store",
+    "Touch",
+]

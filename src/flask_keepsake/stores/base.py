@@ -11,14 +11,42 @@ counted as live), and :meth:`Store.purge_expired` removes it for good.
 
 Every backend error (connection refused, timeout, locked database, disk full, ...) is raised as
 :class:`~flask_keepsake.errors.StoreUnavailable`; a store never lets a driver exception escape.
-Each method is atomic: after an error, the stored records are as they were before the call.
+Each method is atomic: after an error, the stored records are as they were before the call. A
+stored record the store cannot decode (a corrupted row, a value written by hand) is treated as
+absent by every method, and logged once on ``flask_keepsake.security`` by its handle or a
+fingerprint of its key, never the key itself.
+
+Besides records a store keeps two small kinds of entries that are never records (they are not
+loaded as sessions, listed, counted or revoked):
+
+*Rotation tombstones.* :meth:`Store.rename` may leave, under the old key, a tombstone that names
+the new key for a short grace window. :meth:`Store.load` answers :data:`ROTATED` for it, and
+:meth:`Store.apply` follows it, so a request of the same browser that loaded the session just
+before a login keeps its write, and a request that arrives late with the old token is recognised
+(see ``docs/architecture.md``, "Rotation and grace").
+
+*Markers.* Named, expiring strings (:meth:`Store.put_marker`, :meth:`Store.get_marker`) for the
+engine's own bookkeeping: the old session cookies adopted during a migration, the time a user's
+sessions were last revoked.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
+import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Final
+
+#: How many tombstones :meth:`Store.apply` follows at most (a login and a regenerate within one
+#: grace window make two).
+MAX_FOLLOW: Final = 8
+
+#: How many unreadable records a store remembers having logged (then it starts again).
+_MAX_REPORTED: Final = 10_000
+
+security_logger = logging.getLogger("flask_keepsake.security")
 
 
 @dataclass(slots=True)
@@ -73,15 +101,60 @@ class SessionRecord:
         )
 
 
+class Rotated:
+    """The type of :data:`ROTATED`: what :meth:`Store.load` returns for a rotation tombstone."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ROTATED"
+
+
+#: Returned by :meth:`Store.load` for a key that :meth:`Store.rename` renamed away less than its
+#: grace window ago. The record it now names is not revealed: a request that still carries the
+#: old token must not see the signed-in session.
+ROTATED: Final = Rotated()
+
+
+class Outcome(enum.Enum):
+    """What a write (:meth:`Store.apply`, :meth:`Store.touch`, :meth:`Store.rename`) did.
+
+    ``bool(outcome)`` is whether something was written: true for :attr:`DONE` and
+    :attr:`FOLLOWED`, false for :attr:`ROTATED` and :attr:`GONE`.
+    """
+
+    #: Written to the live record under the key given.
+    DONE = "done"
+    #: The key was renamed away within its grace window: the data delta went to the record it
+    #: was renamed to (any touch was dropped). Only :meth:`Store.apply` and :meth:`Store.touch`.
+    FOLLOWED = "followed"
+    #: The old key of a :meth:`Store.rename` had itself been renamed away within its grace
+    #: window; nothing was written.
+    ROTATED = "rotated"
+    #: No live record (nor a record it was renamed to) exists; nothing was written.
+    GONE = "gone"
+
+    def __bool__(self) -> bool:
+        return self is Outcome.DONE or self is Outcome.FOLLOWED
+
+
 @dataclass(slots=True, frozen=True)
 class Touch:
-    """New ``last_seen`` and ``expires_at`` values for a record, applied with a delta or alone.
+    """New expiry values for a record, applied with a delta or alone.
 
-    The caller caps ``expires_at`` at the record's ``absolute_expires_at``; stores store it as is.
+    The caller caps ``expires_at`` at the absolute expiry; stores store both as they are given.
+
+    :param last_seen: the new ``last_seen``.
+    :param expires_at: the new ``expires_at``.
+    :param absolute_expires_at: a new ``absolute_expires_at`` (the session moved between the
+        browser-session and the persistent policy), or ``None`` to keep it.
+    :param stale: set ``auth_time`` to ``None``: the session is no longer a fresh sign-in.
     """
 
     last_seen: float
     expires_at: float
+    absolute_expires_at: float | None = None
+    stale: bool = False
 
 
 class Store(abc.ABC):
@@ -104,10 +177,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def load(self, key: str, now: float) -> SessionRecord | None:
+    def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
         """Return the live record stored under ``key``, or ``None`` if absent or expired.
 
-        This is the only call a read-only request makes, so it must be one round trip.
+        Return :data:`ROTATED` if ``key`` holds a live rotation tombstone (see :meth:`rename`).
+        This is the only call a read-only request makes, so loading a live record must be one
+        round trip; an absent key may cost a second one to look for a tombstone.
         """
 
     @abc.abstractmethod
@@ -118,46 +193,77 @@ class Store(abc.ABC):
         deleted: Collection[str],
         now: float,
         touch: Touch | None = None,
-    ) -> bool:
+    ) -> Outcome:
         """Apply a per-key delta to the live record under ``key``, atomically.
 
         Set every key in ``changed`` to its new serialized value, remove every key in
-        ``deleted`` (absent keys are ignored), and when ``touch`` is given also set
-        ``last_seen`` and ``expires_at`` from it. A key in both ``changed`` and ``deleted`` is
-        deleted. Keys that appear in neither are left exactly as they are in the store *now*,
-        even if another request changed them after this one loaded the record: that is what
-        keeps overlapping requests from losing each other's writes.
+        ``deleted`` (absent keys are ignored), and when ``touch`` is given also apply it (see
+        :class:`Touch`). A key in both ``changed`` and ``deleted`` is deleted. Keys that appear
+        in neither are left exactly as they are in the store *now*, even if another request
+        changed them after this one loaded the record: that is what keeps overlapping requests
+        from losing each other's writes.
 
-        Return ``False``, and write nothing, if no live record exists (it was deleted, revoked or
-        expired meanwhile): a delta never resurrects a session.
+        If ``key`` holds a rotation tombstone, apply ``changed`` and ``deleted`` (not ``touch``)
+        to the live record the tombstone names instead, following up to :data:`MAX_FOLLOW`
+        tombstones, and return :attr:`Outcome.FOLLOWED`. Where the backend allows, finding the
+        tombstone and writing the record it names is one atomic step; where it does not (Redis
+        Cluster), a tombstone is never changed once written, so following it in a second step
+        is equivalent.
+
+        Return :attr:`Outcome.DONE` when written to ``key``, and :attr:`Outcome.GONE`, writing
+        nothing, if no live record exists (it was deleted, revoked or expired meanwhile): a delta
+        never resurrects a session.
         """
 
     @abc.abstractmethod
-    def touch(self, key: str, touch: Touch, now: float) -> bool:
-        """Set ``last_seen`` and ``expires_at`` of the live record under ``key``.
+    def touch(self, key: str, touch: Touch, now: float) -> Outcome:
+        """Apply ``touch`` to the live record under ``key`` (see :class:`Touch`).
 
-        Return ``False``, and write nothing, if no live record exists.
+        Return :attr:`Outcome.DONE`; :attr:`Outcome.FOLLOWED`, writing nothing, if ``key`` holds
+        a rotation tombstone (the record it names is newer than this touch); or
+        :attr:`Outcome.GONE`, writing nothing, if no live record exists.
         """
 
     @abc.abstractmethod
-    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
-        """Replace the live record under ``old_key`` by ``record`` (stored under ``record.key``).
+    def rename(
+        self,
+        old_key: str,
+        record: SessionRecord,
+        now: float,
+        *,
+        changed: Mapping[str, str] | None = None,
+        deleted: Collection[str] = (),
+        grace: float = 0.0,
+    ) -> Outcome:
+        """Move the live record under ``old_key`` to ``record.key``, atomically, with a delta.
 
-        Used when the token changes (login, privilege change): the old token must stop working
-        the moment the new one starts. The whole new record, data included, is given, so any
-        change made under the old key after the caller loaded it is superseded.
+        Used when the token changes (login, privilege change). The new record takes every field
+        from ``record`` except ``data`` (which is ignored): its data is the data stored under
+        ``old_key`` *at this instant*, with ``changed`` set and ``deleted`` removed as
+        :meth:`apply` does. So whatever another request wrote to the old record after the caller
+        loaded it survives the rename.
 
-        Return ``False``, and write nothing, if no live record exists under ``old_key``. If
-        another live record already holds ``record.key`` or ``record.handle``, raise
-        ``ValueError`` and change nothing. Where the
-        backend can make the swap atomic it must; a backend that cannot (a cross-slot rename in
-        Redis Cluster) must create the new record before it deletes the old one, so there is never
-        a moment with neither.
+        With ``grace`` above 0, the old key keeps a rotation tombstone naming ``record.key``
+        until ``now + grace``: :meth:`load` answers :data:`ROTATED` for it and :meth:`apply`
+        follows it. With ``grace`` 0 the old key is simply gone. The old token must stop
+        loading the session the moment the new one starts: both happen in the same atomic step.
+
+        Return :attr:`Outcome.DONE`; :attr:`Outcome.ROTATED`, writing nothing, if ``old_key``
+        holds a tombstone (another request renamed it first); :attr:`Outcome.GONE`, writing
+        nothing, if no live record exists under ``old_key``. If another live record already
+        holds ``record.key`` or ``record.handle``, raise ``ValueError`` and change nothing.
+        Where the backend cannot make the whole step atomic (a cross-slot rename in Redis
+        Cluster) it must create the new record before it turns the old one into a tombstone,
+        so there is never a moment with neither, and it must still carry over every write that
+        reached the old record before the tombstone.
         """
 
     @abc.abstractmethod
     def delete(self, key: str) -> bool:
-        """Delete the record under ``key``, live or expired. Return whether one was deleted."""
+        """Delete the record under ``key``, live or expired. Return whether one was deleted.
+
+        A rotation tombstone under ``key`` is left alone (``False``): it is not a record.
+        """
 
     @abc.abstractmethod
     def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
@@ -178,15 +284,32 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
-        """Delete at most ``batch_size`` expired records and return how many were deleted.
+        """Delete at most ``batch_size`` expired records, and expired tombstones and markers.
 
-        Callers loop until it returns 0. A batch must be short enough not to stall concurrent
-        requests for long. ``batch_size`` below 1 raises ``ValueError``.
+        Return how many records, tombstones and markers were deleted; callers loop until it
+        returns 0. A batch must be short enough not to stall concurrent requests for long.
+        ``batch_size`` below 1 raises ``ValueError``.
         """
 
     @abc.abstractmethod
+    def put_marker(
+        self, name: str, value: str, expires_at: float, now: float, *, replace: bool = True
+    ) -> bool:
+        """Store the marker ``name`` with ``value`` until ``expires_at``.
+
+        Markers live apart from records: no session key ever equals a marker name, and markers
+        are never loaded, listed or counted as sessions. With ``replace`` False, a live marker
+        of that name is left as it is and ``False`` returned (so exactly one of several
+        concurrent callers gets ``True``: a claim). Otherwise return ``True``.
+        """
+
+    @abc.abstractmethod
+    def get_marker(self, name: str, now: float) -> str | None:
+        """Return the value of the live marker ``name``, or ``None`` if absent or expired."""
+
+    @abc.abstractmethod
     def count(self, now: float) -> int:
-        """Return the number of live records."""
+        """Return the number of live records (tombstones and markers are not records)."""
 
     @abc.abstractmethod
     def count_expired(self, now: float) -> int:
@@ -212,6 +335,32 @@ class Store(abc.ABC):
         other data (a Redis key prefix, a table in a shared file) leaves the rest alone. Afterwards
         the store works as if new. Records created while the call runs may survive it.
         """
+
+    def log_unreadable(self, key: str, reason: object, handle: str | None = None) -> None:
+        """Log, once per record, that the record under ``key`` cannot be decoded.
+
+        For implementations: call it where a stored record fails to decode, then treat the
+        record as absent. The line names the record by ``handle`` when it could be read, or by a
+        salted fingerprint of the key, never the key itself.
+        """
+        from ..tokens import fingerprint
+
+        reported: set[str] | None = getattr(self, "_reported_unreadable", None)
+        if reported is None:
+            reported = set()
+            self._reported_unreadable = reported
+        if key in reported:
+            return
+        if len(reported) >= _MAX_REPORTED:
+            reported.clear()
+        reported.add(key)
+        name = f"handle {handle}" if handle else f"fingerprint {fingerprint(key)}"
+        security_logger.warning(
+            "Stored session (%s) in the %s store cannot be read (%s); treating it as absent.",
+            name,
+            self.name,
+            reason,
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections and files. The store is not used after this."""

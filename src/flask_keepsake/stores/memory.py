@@ -10,7 +10,7 @@ import heapq
 import threading
 from collections.abc import Collection, Mapping
 
-from .base import SessionRecord, Store, Touch
+from .base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
 
 
 class MemoryStore(Store):
@@ -28,8 +28,32 @@ class MemoryStore(Store):
         self._records: dict[str, SessionRecord] = {}
         self._by_user: dict[str, set[str]] = {}
         self._by_handle: dict[str, str] = {}
+        #: Rotation tombstones: old key -> (new key, expires_at).
+        self._tombstones: dict[str, tuple[str, float]] = {}
+        self._markers: dict[str, tuple[str, float]] = {}
 
     # Helpers below expect the lock to be held.
+
+    def _successor(self, key: str, now: float) -> str | None:
+        entry = self._tombstones.get(key)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    @staticmethod
+    def _patch(record: SessionRecord, changed: Mapping[str, str], deleted: Collection[str]) -> None:
+        record.data.update(changed)
+        for name in deleted:
+            record.data.pop(name, None)
+
+    @staticmethod
+    def _touch(record: SessionRecord, touch: Touch) -> None:
+        record.last_seen = touch.last_seen
+        record.expires_at = touch.expires_at
+        if touch.absolute_expires_at is not None:
+            record.absolute_expires_at = touch.absolute_expires_at
+        if touch.stale:
+            record.auth_time = None
 
     def _live(self, key: str, now: float) -> SessionRecord | None:
         record = self._records.get(key)
@@ -83,11 +107,13 @@ class MemoryStore(Store):
             self._make_room(record, record.created)
             self._insert(record.copy())
 
-    def load(self, key: str, now: float) -> SessionRecord | None:
+    def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
         """Return a copy of the live record under ``key``; see :meth:`Store.load`."""
         with self._lock:
             record = self._live(key, now)
-            return None if record is None else record.copy()
+            if record is not None:
+                return record.copy()
+            return ROTATED if self._successor(key, now) is not None else None
 
     def apply(
         self,
@@ -96,35 +122,49 @@ class MemoryStore(Store):
         deleted: Collection[str],
         now: float,
         touch: Touch | None = None,
-    ) -> bool:
+    ) -> Outcome:
         """Apply a per-key delta; see :meth:`Store.apply`.
 
         A key named in both ``changed`` and ``deleted`` ends up deleted.
         """
         with self._lock:
             record = self._live(key, now)
-            if record is None:
-                return False
-            record.data.update(changed)
-            for name in deleted:
-                record.data.pop(name, None)
-            if touch is not None:
-                record.last_seen = touch.last_seen
-                record.expires_at = touch.expires_at
-            return True
+            if record is not None:
+                self._patch(record, changed, deleted)
+                if touch is not None:
+                    self._touch(record, touch)
+                return Outcome.DONE
+            for _ in range(MAX_FOLLOW):
+                successor = self._successor(key, now)
+                if successor is None:
+                    return Outcome.GONE
+                key = successor
+                record = self._live(key, now)
+                if record is not None:
+                    self._patch(record, changed, deleted)
+                    return Outcome.FOLLOWED
+            return Outcome.GONE
 
-    def touch(self, key: str, touch: Touch, now: float) -> bool:
-        """Refresh ``last_seen`` and ``expires_at``; see :meth:`Store.touch`."""
+    def touch(self, key: str, touch: Touch, now: float) -> Outcome:
+        """Apply ``touch``; see :meth:`Store.touch`."""
         with self._lock:
             record = self._live(key, now)
             if record is None:
-                return False
-            record.last_seen = touch.last_seen
-            record.expires_at = touch.expires_at
-            return True
+                return Outcome.FOLLOWED if self._successor(key, now) else Outcome.GONE
+            self._touch(record, touch)
+            return Outcome.DONE
 
-    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
-        """Replace the live record under ``old_key`` by ``record``; see :meth:`Store.rename`.
+    def rename(
+        self,
+        old_key: str,
+        record: SessionRecord,
+        now: float,
+        *,
+        changed: Mapping[str, str] | None = None,
+        deleted: Collection[str] = (),
+        grace: float = 0.0,
+    ) -> Outcome:
+        """Move the live record under ``old_key`` to ``record.key``; see :meth:`Store.rename`.
 
         Raise ``ValueError``, changing nothing, if another live record already holds
         ``record.key`` or ``record.handle``.
@@ -132,15 +172,20 @@ class MemoryStore(Store):
         with self._lock:
             old = self._live(old_key, now)
             if old is None:
-                return False
+                return Outcome.ROTATED if self._successor(old_key, now) else Outcome.GONE
             self._remove(old_key)
             try:
                 self._make_room(record, now)
             except ValueError:
                 self._insert(old)
                 raise
-            self._insert(record.copy())
-            return True
+            new = record.copy()
+            new.data = old.data
+            self._patch(new, changed or {}, deleted)
+            self._insert(new)
+            if grace > 0 and old_key != record.key:
+                self._tombstones[old_key] = (record.key, now + grace)
+            return Outcome.DONE
 
     def delete(self, key: str) -> bool:
         """Delete the record under ``key``; see :meth:`Store.delete`.
@@ -199,7 +244,30 @@ class MemoryStore(Store):
                         break
             for key in expired:
                 self._remove(key)
-            return len(expired)
+            purged = len(expired)
+            for entries in (self._tombstones, self._markers):
+                names = [n for n, (_, until) in entries.items() if until <= now]
+                for name in names[: batch_size - purged]:
+                    del entries[name]
+                purged += min(len(names), batch_size - purged)
+            return purged
+
+    def put_marker(
+        self, name: str, value: str, expires_at: float, now: float, *, replace: bool = True
+    ) -> bool:
+        """Store a marker; see :meth:`Store.put_marker`."""
+        with self._lock:
+            current = self._markers.get(name)
+            if not replace and current is not None and current[1] > now:
+                return False
+            self._markers[name] = (value, expires_at)
+            return True
+
+    def get_marker(self, name: str, now: float) -> str | None:
+        """Return a live marker's value; see :meth:`Store.get_marker`."""
+        with self._lock:
+            current = self._markers.get(name)
+            return None if current is None or current[1] <= now else current[0]
 
     def count(self, now: float) -> int:
         """Return the number of live records; see :meth:`Store.count`."""
@@ -227,14 +295,17 @@ class MemoryStore(Store):
         """Delete every record and index entry; see :meth:`Store.delete_all`."""
         with self._lock:
             deleted = len(self._records)
-            self._records.clear()
-            self._by_user.clear()
-            self._by_handle.clear()
+            self._clear()
             return deleted
 
     def close(self) -> None:
-        """Forget every record."""
+        """Forget every record, tombstone and marker."""
         with self._lock:
-            self._records.clear()
-            self._by_user.clear()
-            self._by_handle.clear()
+            self._clear()
+
+    def _clear(self) -> None:
+        self._records.clear()
+        self._by_user.clear()
+        self._by_handle.clear()
+        self._tombstones.clear()
+        self._markers.clear()
