@@ -65,6 +65,7 @@ from flask import Flask, session
 import harness as h
 from flask_keepsake import Keepsake
 from flask_keepsake.cli import CLEANUP_BATCH_SIZE, cleanup_pause
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores import MemoryStore, SessionRecord, SQLiteStore, Store
 from flask_keepsake.tokens import storage_key
 from harness import BASELINE, Case, Summary
@@ -388,7 +389,7 @@ class Sized:
 
     def requests(self, workload: str) -> list[h.WSGIRequest]:
         """One prebuilt request per probe session."""
-        name = self.app.extensions["keepsake"].settings.cookie_name
+        name = engine_of(self.app).settings.cookie_name
         return [
             h.WSGIRequest(self.app, h.make_environ(f"/{workload}", cookie=f"{name}={token}"))
             for token in self.probes
@@ -740,7 +741,7 @@ def count_store_calls(store: Store, requests: int = 20, span: int = 600) -> dict
         keepsake.login("user-1")
         return "ok"
 
-    interval = float(app.extensions["keepsake"].settings.touch_interval)
+    interval = float(engine_of(app).settings.touch_interval)
     counting.reset()
     cookie = h.seed_cookie(app)
     per_request: dict[str, dict[str, float]] = {"seed (new)": dict(counting.calls)}

@@ -55,6 +55,7 @@ from typing import Any, Final, Literal
 from flask import Flask, session
 
 from flask_keepsake import Keepsake
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.base import SessionRecord, Store, Touch
 from flask_keepsake.tokens import is_token, storage_key
 
@@ -339,7 +340,7 @@ def keepsake_app(store: Store | None = None, **config: Any) -> Flask:
 
 def keepsake_store(app: Flask) -> Store:
     """The store Keepsake uses in ``app``."""
-    store: Store = app.extensions["keepsake"].store
+    store: Store = engine_of(app).store
     return store
 
 

@@ -9,6 +9,7 @@ import pytest
 from flask import Flask, Response, request, session
 
 from flask_keepsake import Keepsake
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.base import Store
 
 from .helpers import FakeClock, SpyStore
@@ -57,7 +58,7 @@ def app(make_app: AppFactory) -> Flask:
 
 def spy(app: Flask) -> SpyStore:
     """The spied store of an app built by ``make_app``."""
-    store = app.extensions["keepsake"].store
+    store = engine_of(app).store
     assert isinstance(store, SpyStore)
     return store
 

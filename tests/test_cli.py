@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_keepsake import Keepsake, cli, signals
 from flask_keepsake.cli import CLEANUP_BATCH_SIZE, CLEANUP_MIN_PAUSE, audit, cleanup_pause
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores import MemoryStore
 from flask_keepsake.testing import login_client
 
@@ -49,7 +50,7 @@ def _sessions(app: Flask, count: int, user_id: str | int = 1) -> list[str]:
 
 
 def _store(app: Flask) -> Any:
-    return app.extensions["keepsake"].store
+    return engine_of(app).store
 
 
 # -- the group -------------------------------------------------------------------------------
@@ -170,15 +171,13 @@ def test_check_samesite_none(make_app: AppFactory) -> None:
     assert "KS104" not in ids(result)
 
 
-def test_check_samesite_none_without_secure(app: Flask) -> None:
+def test_check_samesite_none_without_secure(make_app: AppFactory) -> None:
     """SameSite=None on a cookie that is not always Secure is an error.
 
-    Start-up refuses this combination; check still verifies the settings it is given.
+    Start-up refuses this combination; check reads the configuration as it is now.
     """
-    engine = app.extensions["keepsake"]
-    engine.settings = dataclasses.replace(
-        engine.settings, cookie_samesite="None", cookie_secure=False
-    )
+    app = make_app(KEEPSAKE_COOKIE_SECURE=False)
+    app.config["SESSION_COOKIE_SAMESITE"] = "None"
     result = check(app)
     assert "KS104" in ids(result)
     assert result.exit_code == 1

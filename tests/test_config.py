@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 
 from flask_keepsake import ConfigError, Keepsake
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.memory import MemoryStore
 from flask_keepsake.stores.sqlite import SQLiteStore
 
@@ -74,7 +75,7 @@ def test_default_store_is_sqlite_in_instance_path(tmp_path: Path) -> None:
     """Without KEEPSAKE_STORE, sessions live in keepsake.sqlite3 in the instance folder."""
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     Keepsake(app)
-    store = app.extensions["keepsake"].store
+    store = engine_of(app).store
     try:
         assert isinstance(store, SQLiteStore)
         assert store.describe() == f"sqlite:///{tmp_path / 'instance' / 'keepsake.sqlite3'}"
@@ -87,7 +88,7 @@ def test_relative_sqlite_url_is_under_instance_path(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path))
     app.config["KEEPSAKE_STORE"] = "sqlite:///sub/s.sqlite3?timeout=2.5"
     Keepsake(app)
-    store = app.extensions["keepsake"].store
+    store = engine_of(app).store
     try:
         assert store.describe() == f"sqlite:///{tmp_path / 'sub' / 's.sqlite3'}"
     finally:
@@ -99,7 +100,7 @@ def test_sqlite_url_sizes(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path))
     app.config["KEEPSAKE_STORE"] = "sqlite:///s.sqlite3?cache_mib=16&mmap_mib=64"
     Keepsake(app)
-    store = app.extensions["keepsake"].store
+    store = engine_of(app).store
     try:
         assert (store.cache_mib, store.mmap_mib) == (16, 64)
     finally:
@@ -112,7 +113,7 @@ def test_memory_url(tmp_path: Path) -> None:
     app.testing = True
     app.config["KEEPSAKE_STORE"] = "memory://"
     Keepsake(app)
-    assert isinstance(app.extensions["keepsake"].store, MemoryStore)
+    assert isinstance(engine_of(app).store, MemoryStore)
 
 
 def test_init_app_later_and_several_apps() -> None:
@@ -123,8 +124,8 @@ def test_init_app_later_and_several_apps() -> None:
     second.config["KEEPSAKE_TOUCH_INTERVAL"] = 10
     keepsake.init_app(first)
     keepsake.init_app(second)
-    assert first.extensions["keepsake"].settings.idle_timeout == 1800
-    assert second.extensions["keepsake"].settings.idle_timeout == 60
+    assert engine_of(first).settings.idle_timeout == 1800
+    assert engine_of(second).settings.idle_timeout == 60
 
 
 def test_used_before_init_app_is_clear() -> None:

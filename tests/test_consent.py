@@ -293,8 +293,8 @@ def test_policy_entry_has_purpose_lifetime_and_flags(site: Site) -> None:
         category="preferences",
         max_age=timedelta(days=365),
         secure=True,
-        http_only=True,
-        same_site="Lax",
+        httponly=True,
+        samesite="Lax",
         path="/",
         domain=None,
         partitioned=False,
@@ -304,16 +304,16 @@ def test_policy_entry_has_purpose_lifetime_and_flags(site: Site) -> None:
 
 
 def test_policy_session_entry_reflects_config() -> None:
-    """The session entry shows the session cookie's real name, flags and longest lifetime."""
+    """The session entry shows the session cookie's real name and flags; no fixed lifetime."""
     site = Site(SESSION_COOKIE_SAMESITE="Strict", KEEPSAKE_ABSOLUTE_TIMEOUT=timedelta(hours=8))
     with site.app.app_context():
         session = site.keepsake.cookie_policy()[0]
-    assert (session.name, session.same_site, session.http_only) == (
+    assert (session.name, session.samesite, session.httponly) == (
         "__Host-session",
         "Strict",
         True,
     )
-    assert session.max_age == timedelta(hours=8)
+    assert session.max_age is None
     assert "random token" in session.purpose
 
 
@@ -329,9 +329,11 @@ def test_policy_lists_flask_login_remember_cookie() -> None:
     site = Site(REMEMBER_COOKIE_DURATION=timedelta(days=30))
     flask_login.LoginManager(site.app)
     with site.app.app_context():
-        remember = site.keepsake.cookie_policy()[1]
+        remember, grant = site.keepsake.cookie_policy()[1:3]
     assert (remember.name, remember.category) == ("remember_token", "essential")
     assert remember.max_age == timedelta(days=30)
+    assert (grant.name, grant.category, grant.signed) == ("__Host-session_remember", "essential", True)
+    assert grant.max_age == timedelta(days=90)
 
 
 def test_policy_of_each_app_is_its_own() -> None:

@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from flask_keepsake import ConfigError, Keepsake
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.memory import MemoryStore
 
 from .conftest import AppFactory
@@ -55,13 +56,23 @@ def test_replaced_defaults_are_logged_once(caplog: pytest.LogCaptureFixture) -> 
     app = Flask(__name__)
     with caplog.at_level(logging.INFO, logger="flask_keepsake"):
         Keepsake(app, store=MemoryStore())
-    messages = [r.getMessage() for r in caplog.records if "replaced" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if "replaces" in r.getMessage()]
     assert len(messages) == 1
     assert "SESSION_COOKIE_NAME" in messages[0]
     assert "SESSION_COOKIE_SAMESITE" in messages[0]
-    assert app.config["SESSION_COOKIE_NAME"] == "__Host-session"
-    assert app.config["SESSION_COOKIE_SECURE"] is True
-    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def test_flask_config_is_left_as_the_app_wrote_it() -> None:
+    """Keepsake's defaults come from its hooks; app.config keeps Flask's values."""
+    app = Flask(__name__)
+    Keepsake(app, store=MemoryStore())
+    assert app.config["SESSION_COOKIE_NAME"] == "session"
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+    assert app.config["SESSION_COOKIE_SAMESITE"] is None
+    interface = app.session_interface
+    assert interface.get_cookie_name(app) == "__Host-session"
+    assert interface.get_cookie_secure(app) is True
+    assert interface.get_cookie_samesite(app) == "Lax"
 
 
 def test_flask_keys_are_honoured(make_app: AppFactory) -> None:
@@ -86,7 +97,8 @@ def test_flask_keys_are_honoured(make_app: AppFactory) -> None:
 def test_default_name_with_domain_uses_secure_prefix(make_app: AppFactory) -> None:
     """With a Domain the __Host- prefix cannot hold, so the default name becomes __Secure-."""
     app = make_app(SESSION_COOKIE_DOMAIN="example.com")
-    assert app.config["SESSION_COOKIE_NAME"] == "__Secure-session"
+    response = app.test_client().post("/set/a", data="1", base_url="https://www.example.com")
+    assert parse_set_cookie(response.headers["Set-Cookie"])[0] == "__Secure-session"
 
 
 def test_httponly_can_be_turned_off(make_app: AppFactory) -> None:
@@ -130,7 +142,7 @@ def _debug_app(**config: object) -> Flask:
 def test_auto_drops_secure_on_plain_http_loopback(base_url: str) -> None:
     """In debug mode a plain-HTTP loopback request gets a cookie without Secure or prefix."""
     app = _debug_app()
-    assert app.config["KEEPSAKE_COOKIE_SECURE"] == "auto"
+    assert engine_of(app).settings.cookie_secure == "auto"
     name, _, attrs = _new_cookie(app, base_url)
     assert name == "session"
     assert "secure" not in attrs
@@ -164,7 +176,7 @@ def test_secure_true_in_debug_is_honoured() -> None:
 def test_secure_from_env_string() -> None:
     """The string 'true' from a FLASK_ environment variable means True."""
     app = _debug_app(KEEPSAKE_COOKIE_SECURE="true")
-    assert app.config["KEEPSAKE_COOKIE_SECURE"] is True
+    assert engine_of(app).settings.cookie_secure is True
 
 
 def test_secure_false_refused_in_production() -> None:

@@ -92,18 +92,18 @@ def test_browser_session_cookie_has_no_expiry(keepsake: Keepsake, app: Flask) ->
 
 
 def test_script_readable_cookie_has_no_httponly(keepsake: Keepsake, app: Flask) -> None:
-    """http_only=False leaves HttpOnly off, for a cookie page script must read."""
-    tz = keepsake.cookie("tz", purpose="Time zone.", category="essential", http_only=False)
+    """httponly=False leaves HttpOnly off, for a cookie page script must read."""
+    tz = keepsake.cookie("tz", purpose="Time zone.", category="essential", httponly=False)
     assert "httponly" not in parse_set_cookie(_set(app, tz, "UTC"))[2]
 
 
 def test_declared_attributes_are_sent(keepsake: Keepsake, app: Flask) -> None:
-    """same_site, path, domain and partitioned are sent as declared."""
+    """samesite, path, domain and partitioned are sent as declared."""
     widget = keepsake.cookie(
         "widget",
         purpose="Embedded widget state.",
         category="essential",
-        same_site="None",
+        samesite="None",
         path="/embed",
         domain="example.com",
         partitioned=True,
@@ -119,7 +119,7 @@ def test_loopback_http_in_debug_drops_secure_and_prefix() -> None:
     app = _app(DEBUG=True)
     keepsake = Keepsake(app, store=MemoryStore())
     widget = keepsake.cookie(
-        "widget", purpose="Widget.", category="essential", same_site="None", partitioned=True
+        "widget", purpose="Widget.", category="essential", samesite="None", partitioned=True
     )
     name, _, attrs = parse_set_cookie(_set(app, widget, "1", "http://127.0.0.1:5000"))
     assert name == "widget"

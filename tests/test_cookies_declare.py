@@ -54,7 +54,7 @@ def _declare(keepsake: Keepsake, name: str = "theme", **options: Any) -> Declare
 def test_declaration_returns_cookie_with_secure_defaults(keepsake: Keepsake) -> None:
     """Secure, HttpOnly, SameSite=Lax, Path=/, no Domain, __Host- prefix by default."""
     theme = _declare(keepsake, max_age=timedelta(days=365))
-    assert (theme.secure, theme.http_only, theme.same_site) == (True, True, "Lax")
+    assert (theme.secure, theme.httponly, theme.samesite) == (True, True, "Lax")
     assert (theme.path, theme.domain, theme.partitioned) == ("/", None, False)
     assert (theme.secure_name, theme.plain_name) == ("__Host-theme", "theme")
     assert theme.max_age == timedelta(days=365)
@@ -168,7 +168,7 @@ def test_prefix_false_keeps_the_name(keepsake: Keepsake) -> None:
 def test_samesite_none_requires_secure(keepsake: Keepsake) -> None:
     """SameSite=None without Secure is refused."""
     with pytest.raises(CookieDeclarationError, match="SameSite=None requires a Secure"):
-        _declare(keepsake, same_site="None", secure=False)
+        _declare(keepsake, samesite="None", secure=False)
 
 
 def test_partitioned_requires_secure(keepsake: Keepsake) -> None:
@@ -178,14 +178,14 @@ def test_partitioned_requires_secure(keepsake: Keepsake) -> None:
 
 
 def test_samesite_is_normalised(keepsake: Keepsake) -> None:
-    """same_site is case-insensitive and stored in its canonical spelling."""
-    assert _declare(keepsake, same_site="strict").same_site == "Strict"
+    """samesite is case-insensitive and stored in its canonical spelling."""
+    assert _declare(keepsake, samesite="strict").samesite == "Strict"
 
 
 def test_samesite_unknown_value_refused(keepsake: Keepsake) -> None:
     """Only Lax, Strict and None are SameSite values."""
-    with pytest.raises(CookieDeclarationError, match="same_site must be"):
-        _declare(keepsake, same_site="Relaxed")
+    with pytest.raises(CookieDeclarationError, match="samesite must be"):
+        _declare(keepsake, samesite="Relaxed")
 
 
 def test_lifetime_over_400_days_refused(keepsake: Keepsake) -> None:
@@ -260,7 +260,7 @@ def test_signed_and_encrypted_together_refused(keepsake: Keepsake) -> None:
         _declare(keepsake, signed=True, encrypted=True)
 
 
-@pytest.mark.parametrize("flag", ["signed", "http_only", "secure", "partitioned", "prefix"])
+@pytest.mark.parametrize("flag", ["signed", "httponly", "secure", "partitioned", "prefix"])
 def test_flags_must_be_bool(keepsake: Keepsake, flag: str) -> None:
     """A flag given as a string (a common config slip) is refused."""
     options: dict[str, Any] = {flag: "yes"}

@@ -1,4 +1,4 @@
-"""CSRF: Flask-WTF tokens rotated at login, dropped at logout, 403 when bad; the origin check."""
+"""CSRF: Flask-WTF tokens rotated at login, dropped at logout, its 400 when bad; the origin check."""
 
 from __future__ import annotations
 
@@ -75,11 +75,11 @@ def test_valid_token_passes(protected: Flask) -> None:
 
 
 def test_token_before_login_rejected_after_login(protected: Flask) -> None:
-    """A token seen before login (a fixated or leaked one) is refused with 403 after login."""
+    """A token seen before login (a fixated or leaked one) is refused with 400 after login."""
     client = protected.test_client()
     before = _token(client)
     assert _post(client, before, "/login/42") == 200
-    assert _post(client, before) == 403
+    assert _post(client, before) == 400
 
 
 def test_new_token_after_login_accepted(protected: Flask) -> None:
@@ -98,7 +98,7 @@ def test_token_dropped_at_logout(protected: Flask) -> None:
     _post(client, _token(client), "/login/42")
     during = _token(client)
     assert _post(client, during, "/logout") == 200
-    assert _post(client, during) == 403
+    assert _post(client, during) == 400
 
 
 def test_token_rotated_by_flask_login(protected: Flask) -> None:
@@ -126,80 +126,97 @@ def test_token_rotated_by_flask_login(protected: Flask) -> None:
     client = protected.test_client()
     before = _token(client)
     assert _post(client, before, "/fl-login") == 200
-    assert _post(client, before) == 403
+    assert _post(client, before) == 400
     assert _post(client, _token(client)) == 200
 
 
-# -- every bad token is a 403 ----------------------------------------------------------------
+# -- every bad token is Flask-WTF's 400 ----------------------------------------------------------
 
 
-def test_missing_token_is_403(app: Flask) -> None:
-    """A POST without a token is refused with 403, not Flask-WTF's 400."""
+def test_missing_token_is_400(app: Flask) -> None:
+    """A POST without a token is refused with 400, not Flask-WTF's 400."""
     client = app.test_client()
     _token(client)
-    assert _post(client, None) == 403
+    assert _post(client, None) == 400
 
 
-def test_missing_session_is_403(app: Flask) -> None:
-    """A token sent by a client that has no session is refused with 403."""
+def test_missing_session_is_400(app: Flask) -> None:
+    """A token sent by a client that has no session is refused with 400."""
     token = _token(app.test_client())
-    assert _post(app.test_client(), token) == 403
+    assert _post(app.test_client(), token) == 400
 
 
 @pytest.mark.parametrize(
     "token",
     ["garbage", "a.b.c", "ü-not-ascii", "x" * 10_000, "\x00", ".", "Ii4i.aaa.bbb", " " * 10],
 )
-def test_malformed_or_oversized_token_is_403(app: Flask, token: str) -> None:
-    """Malformed, non-ASCII and oversized tokens are refused with 403."""
+def test_malformed_or_oversized_token_is_400(app: Flask, token: str) -> None:
+    """Malformed, non-ASCII and oversized tokens are refused with 400."""
     client = app.test_client()
     _token(client)
-    assert _post(client, token) == 403
+    assert _post(client, token) == 400
 
 
-def test_foreign_token_is_403(app: Flask) -> None:
+def test_foreign_token_is_400(app: Flask) -> None:
     """A valid token of another visitor's session is refused."""
     attacker, victim = app.test_client(), app.test_client()
     _token(victim)
-    assert _post(victim, _token(attacker)) == 403
+    assert _post(victim, _token(attacker)) == 400
 
 
-def test_token_signed_with_other_secret_is_403(app: Flask) -> None:
+def test_token_signed_with_other_secret_is_400(app: Flask) -> None:
     """A token made by another application (another SECRET_KEY) is refused."""
     other = _memory_app(SECRET_KEY="another-secret-0123456789abcdef")
     client = app.test_client()
     _token(client)
-    assert _post(client, _token(other.test_client())) == 403
+    assert _post(client, _token(other.test_client())) == 400
 
 
-def test_bad_token_in_header_is_403(app: Flask) -> None:
-    """A bad X-CSRFToken header (JavaScript clients) is refused with 403."""
+def test_bad_token_in_header_is_400(app: Flask) -> None:
+    """A bad X-CSRFToken header (JavaScript clients) is refused with 400."""
     client = app.test_client()
     _token(client)
-    assert client.post("/transfer", headers={"X-CSRFToken": "nope"}).status_code == 403
+    assert client.post("/transfer", headers={"X-CSRFToken": "nope"}).status_code == 400
 
 
-def test_csrf_failure_is_logged(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
-    """A refused token is logged on the security logger with the reason."""
-    client = app.test_client()
-    _token(client)
-    with caplog.at_level(logging.WARNING, "flask_keepsake.security"):
-        _post(client, None)
-    assert "CSRF check failed" in caplog.text
-    assert "missing" in caplog.text
+def test_keepsake_registers_no_csrf_error_handler(app: Flask) -> None:
+    """Flask-WTF answers a failed check itself: Keepsake adds no CSRFError handler."""
+    handlers = app.error_handler_spec[None][400]
+    assert csrf.CSRFError not in handlers
 
 
-def test_csrf_403_uses_the_apps_403_handler(app: Flask) -> None:
-    """The 403 goes through the application's own 403 error page."""
+def test_csrf_failure_reaches_the_apps_400_handler(app: Flask) -> None:
+    """The CSRFError goes through the application's own 400 handler, as without Keepsake."""
+    seen: list[Exception] = []
 
-    @app.errorhandler(403)
-    def forbidden(exc: Exception) -> tuple[str, int]:
-        return "custom forbidden page", 403
+    @app.errorhandler(400)
+    def bad_request(exc: Exception) -> tuple[str, int]:
+        seen.append(exc)
+        return "custom bad request page", 400
 
     client = app.test_client()
     _token(client)
     response = client.post("/transfer")
-    assert (response.status_code, response.text) == (403, "custom forbidden page")
+    assert (response.status_code, response.text) == (400, "custom bad request page")
+    assert isinstance(seen[0], csrf.CSRFError)
+
+
+def test_documented_csrf_handler_logs_refusals(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler docs/cookies.md shows logs a refusal on the security logger."""
+    security = logging.getLogger("flask_keepsake.security")
+
+    @app.errorhandler(csrf.CSRFError)
+    def csrf_failed(exc: csrf.CSRFError) -> tuple[str, int]:
+        security.warning("CSRF check failed: %s", exc.description)
+        return exc.description or "CSRF check failed", 400
+
+    client = app.test_client()
+    _token(client)
+    with caplog.at_level(logging.WARNING, "flask_keepsake.security"):
+        assert _post(client, None) == 400
+    assert "CSRF check failed: The CSRF token is missing." in caplog.text
 
 
 def test_apps_own_csrf_handler_wins(app: Flask) -> None:
@@ -227,12 +244,12 @@ def test_csrf_handler_registered_before_keepsake_is_kept() -> None:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-def test_any_token_is_403_never_500(app: Flask, token: str) -> None:
-    """Whatever the token, the answer is 403 (or 200 for the real one), never a 500."""
+def test_any_token_is_400_never_500(app: Flask, token: str) -> None:
+    """Whatever the token, the answer is 400 (or 200 for the real one), never a 500."""
     client = app.test_client()
     real = _token(client)
     status = client.post("/transfer", data={"csrf_token": token}).status_code
-    assert status == (200 if token == real else 403)
+    assert status == (200 if token == real else 400)
 
 
 def test_csrfprotect_without_secret_key_refused_at_start() -> None:

@@ -11,6 +11,7 @@ from flask import Flask, request, session
 from werkzeug.serving import make_server
 
 from flask_keepsake import tokens
+from flask_keepsake.interface import engine_of
 
 from .conftest import AppFactory, spy
 
@@ -111,8 +112,8 @@ def test_delta_never_resurrects_deleted_session(make_app: AppFactory) -> None:
     key = _key(client)
     response = client.post("/revoked-meanwhile")
     assert response.status_code == 200
-    assert spy(app).inner.load(key, app.extensions["keepsake"].clock()) is None
-    assert spy(app).inner.count(app.extensions["keepsake"].clock()) == 0
+    assert spy(app).inner.load(key, engine_of(app).clock()) is None
+    assert spy(app).inner.count(engine_of(app).clock()) == 0
     assert client.get_cookie(COOKIE) is None
     assert client.get("/get/b").data == b"None"
 
@@ -181,6 +182,6 @@ def test_eight_threads_on_one_session_keep_eight_of_eight(app: Flask, live_serve
     for t in threads:
         t.join(20)
     assert statuses == [200] * 8
-    record = spy(app).inner.load(tokens.storage_key(token), app.extensions["keepsake"].clock())
+    record = spy(app).inner.load(tokens.storage_key(token), engine_of(app).clock())
     assert record is not None
     assert sorted(record.data) == ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "start"]

@@ -8,6 +8,7 @@ import pytest
 from flask import Flask, session
 
 from flask_keepsake import SessionTooLarge, tokens
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.base import SessionRecord
 
 from .conftest import AppFactory, spy
@@ -19,7 +20,7 @@ COOKIE = "__Host-session"
 def _stored(app: Flask, client: object) -> dict[str, str]:
     cookie = client.get_cookie(COOKIE)  # type: ignore[attr-defined]
     record = spy(app).inner.load(
-        tokens.storage_key(cookie.value), app.extensions["keepsake"].clock()
+        tokens.storage_key(cookie.value), engine_of(app).clock()
     )
     assert record is not None
     return record.data

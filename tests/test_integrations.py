@@ -128,7 +128,7 @@ def test_csrf_token_rotated_at_login(make_app: AppFactory) -> None:
     client.post("/fl-login/1", data={"csrf_token": before})
     after = client.get("/token").data.decode()
     assert after != before
-    assert client.post("/protected", data={"csrf_token": before}).status_code == 403
+    assert client.post("/protected", data={"csrf_token": before}).status_code == 400
     assert client.post("/protected", data={"csrf_token": after}).data == b"done"
 
 
@@ -166,13 +166,21 @@ def _page_app(make_app: AppFactory) -> Flask:
     return app
 
 
-def test_flask_login_untouched_request_makes_no_store_call(make_app: AppFactory) -> None:
-    """With Flask-Login, a view that never uses the session still makes no store call."""
+def test_flask_login_untouched_request_costs_one_read(make_app: AppFactory) -> None:
+    """Flask-Login's after-request hook reads the session: one load, no write (accepted)."""
     app = _page_app(make_app)
     client = app.test_client()
     client.post("/fl-login/3")
     spy(app).reset()
     assert client.get("/static-like").data == b"plain"
+    assert dict(spy(app).calls) == {"load": 1}
+
+
+def test_flask_login_request_without_cookie_makes_no_store_call(make_app: AppFactory) -> None:
+    """Without a session cookie there is nothing to load, with Flask-Login as without."""
+    app = _page_app(make_app)
+    spy(app).reset()
+    assert app.test_client().get("/static-like").data == b"plain"
     assert sum(spy(app).calls.values()) == 0
 
 
@@ -185,7 +193,9 @@ def test_flask_login_store_outage_is_503(make_app: AppFactory) -> None:
     assert client.get("/page").data == b"in"
     spy(app).down = True
     assert client.get("/page").status_code == 503
-    assert client.get("/static-like").status_code == 200
+    # Flask-Login's after-request hook reads the session here, outside the view.
+    outside = client.get("/static-like")
+    assert (outside.status_code, outside.headers["Retry-After"]) == (503, "5")
     spy(app).down = False
     assert client.get("/page").data == b"in"
 

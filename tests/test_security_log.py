@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_keepsake import tokens
+from flask_keepsake.interface import engine_of
 from flask_keepsake.testing import login_client
 
 from .conftest import AppFactory, spy
@@ -158,23 +159,10 @@ def test_cleanup_is_info_with_count(
     """Purging expired sessions logs INFO with how many were purged."""
     login_client(app.test_client(), 3)
     clock.advance(31 * 60)
-    expired = app.extensions["keepsake"].store.count_expired(clock())
+    expired = engine_of(app).store.count_expired(clock())
     app.test_cli_runner().invoke(args=["keepsake", "cleanup", "--quiet"])
     expected = [(logging.INFO, f"Cleanup purged {expired} expired session(s).")]
     assert events(security_log) == (expected if expired else [])
-
-
-def test_rejected_csrf_is_a_warning(
-    make_app: AppFactory, security_log: pytest.LogCaptureFixture
-) -> None:
-    """A POST that fails Flask-WTF's CSRF check logs a WARNING with method and path."""
-    csrf = pytest.importorskip("flask_wtf.csrf")
-    app = make_app()
-    csrf.CSRFProtect(app)
-    response = app.test_client().post("/set/a", data="1")
-    assert response.status_code in {400, 403}
-    warnings = [m for level, m in events(security_log) if level == logging.WARNING]
-    assert any("CSRF" in m and "/set/a" in m for m in warnings), events(security_log)
 
 
 def test_no_event_ever_holds_a_token(
@@ -195,21 +183,3 @@ def test_no_event_ever_holds_a_token(
     assert text
     for secret in (first, second, tokens.storage_key(first), tokens.storage_key(second)):
         assert secret not in text
-
-
-def test_rejected_csrf_is_logged_with_app_handler(
-    make_app: AppFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An application's own CSRFError handler does not silence the security log."""
-    csrf = pytest.importorskip("flask_wtf.csrf")
-    app = make_app()
-    csrf.CSRFProtect(app)
-
-    @app.errorhandler(csrf.CSRFError)
-    def own_handler(exc: Exception) -> tuple[str, int]:
-        return "nope", 400
-
-    with caplog.at_level(logging.WARNING, logger="flask_keepsake.security"):
-        response = app.test_client().post("/set/a", data="1")
-    assert response.data == b"nope"
-    assert any("CSRF check failed" in r.getMessage() for r in caplog.records)

@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_keepsake import tokens
+from flask_keepsake.interface import engine_of
 
 from .conftest import spy
 from .helpers import parse_set_cookie, set_cookie_headers
@@ -43,7 +44,7 @@ def test_cookie_carries_token_and_store_key_is_its_digest(app: Flask) -> None:
     token = _token(client)
     assert tokens.is_token(token)
     key = hashlib.sha256(token.encode()).hexdigest()
-    record = spy(app).inner.load(key, app.extensions["keepsake"].clock())
+    record = spy(app).inner.load(key, engine_of(app).clock())
     assert record is not None
     assert record.key == key
     assert token not in repr(record)
@@ -58,7 +59,7 @@ def test_handle_is_not_derived_from_token(app: Flask) -> None:
         client = app.test_client()
         client.post("/set/a", data="1")
         key = tokens.storage_key(_token(client))
-        record = spy(app).inner.load(key, app.extensions["keepsake"].clock())
+        record = spy(app).inner.load(key, engine_of(app).clock())
         assert record is not None
         handles.add(record.handle)
     assert len(handles) == 3

@@ -47,6 +47,8 @@ from jinja2 import DictLoader
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
+from flask_keepsake.interface import engine_of
+
 #: The values ``LOAD_SESSIONS`` accepts.
 BACKENDS: Final = ("keepsake", "flask-session-redis", "flask-session-sqlalchemy")
 
@@ -252,7 +254,7 @@ def create_app() -> Flask:
 def prepare() -> None:
     """Create the app once, so tables exist before several workers start at the same time."""
     app = create_app()
-    extension: Any = app.extensions.get("keepsake")
+    extension: Any = engine_of(app)
     if extension is not None:
         extension.store.close()
     sqlalchemy: Any = app.extensions.get("sqlalchemy")

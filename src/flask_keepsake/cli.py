@@ -37,12 +37,15 @@ from flask.cli import AppGroup, ScriptInfo
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import signals
-from .errors import NotInitialized, StoreUnavailable
-from .interface import Engine, _is_loopback
+from .config import permanent_lifetime
+from .errors import ConfigError, NotInitialized, StoreUnavailable
+from .headers import is_loopback
+from .interface import engine_of
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from .engine import Engine
     from .extension import Keepsake, SessionInfo
 
 security_logger = logging.getLogger("flask_keepsake.security")
@@ -123,13 +126,12 @@ keepsake_cli = AppGroup(
 
 
 def _engine() -> Engine:
-    engine = current_app.extensions.get("keepsake")
-    if not isinstance(engine, Engine):
+    try:
+        return engine_of(current_app)
+    except NotInitialized as exc:
         raise click.ClickException(
-            f"Keepsake is not set up on the application {current_app.name!r}: call "
-            "Keepsake(app) or keepsake.init_app(app) in the application factory."
-        )
-    return engine
+            f"{exc} Set it up in the application factory that --app names."
+        ) from None
 
 
 @contextmanager
@@ -142,11 +144,9 @@ def _store_errors() -> Iterator[None]:
 
 
 def _keepsake() -> Keepsake:
-    # Keepsake's lifecycle API only needs the current app, which every command has; imported
-    # here because extension.py imports this module to register the group.
-    from .extension import Keepsake
-
-    return Keepsake()
+    _engine()
+    keepsake: Keepsake = current_app.extensions["keepsake"]
+    return keepsake
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -179,12 +179,10 @@ def audit(app: Flask, *, url: str | None = None, behind_proxy: bool = False) -> 
     :raises ValueError: ``url`` is not an ``http`` or ``https`` URL.
     :raises ~flask_keepsake.errors.NotInitialized: Keepsake is not set up on ``app``.
     """
-    engine = app.extensions.get("keepsake")
-    if not isinstance(engine, Engine):
-        raise NotInitialized(f"Keepsake is not set up on the application {app.name!r}.")
+    engine = engine_of(app)
     findings: list[Finding] = []
     findings += _check_mode(app)
-    findings += _check_cookie(engine, url)
+    findings += _check_cookie(app, engine, url)
     findings += _check_secret(app)
     findings += _check_timeouts(engine)
     findings += _check_store(app, engine)
@@ -207,8 +205,9 @@ def _check_mode(app: Flask) -> list[Finding]:
     ]
 
 
-def _check_cookie(engine: Engine, url: str | None) -> list[Finding]:
+def _check_cookie(app: Flask, engine: Engine, url: str | None) -> list[Finding]:
     s = engine.settings
+    cookie = engine.cookie(app, None)
     out: list[Finding] = []
     if s.cookie_secure is False:
         out.append(
@@ -232,7 +231,7 @@ def _check_cookie(engine: Engine, url: str | None) -> list[Finding]:
                 "Use True (the default outside debug mode) in production.",
             )
         )
-    if not s.cookie_httponly:
+    if not cookie.httponly:
         out.append(
             Finding(
                 "KS103",
@@ -242,7 +241,7 @@ def _check_cookie(engine: Engine, url: str | None) -> list[Finding]:
                 "Remove SESSION_COOKIE_HTTPONLY (Flask's default is True).",
             )
         )
-    if s.cookie_samesite == "None":
+    if cookie.samesite == "None":
         if s.cookie_secure is not True:
             out.append(
                 Finding(
@@ -265,13 +264,13 @@ def _check_cookie(engine: Engine, url: str | None) -> list[Finding]:
                 "against CSRF and consider SESSION_COOKIE_PARTITIONED.",
             )
         )
-    if s.cookie_secure is not False and not s.cookie_name.startswith("__Host-"):
-        if s.cookie_name.startswith("__Secure-"):
+    if s.cookie_secure is not False and not cookie.name.startswith("__Host-"):
+        if cookie.name.startswith("__Secure-"):
             out.append(
                 Finding(
                     "KS106",
                     "note",
-                    f"The session cookie is named {s.cookie_name!r}: __Secure- because a "
+                    f"The session cookie is named {cookie.name!r}: __Secure- because a "
                     "Domain or a Path other than '/' rules out __Host-, so subdomains or other "
                     "paths can set a cookie of that name.",
                     "Drop SESSION_COOKIE_DOMAIN and SESSION_COOKIE_PATH to get __Host-session.",
@@ -282,14 +281,14 @@ def _check_cookie(engine: Engine, url: str | None) -> list[Finding]:
                 Finding(
                     "KS106",
                     "warning",
-                    f"The session cookie name {s.cookie_name!r} has neither the __Host- nor the "
+                    f"The session cookie name {cookie.name!r} has neither the __Host- nor the "
                     "__Secure- prefix, so a sibling subdomain or a plain-HTTP page can plant a "
                     "cookie of that name (session fixation).",
                     "Remove SESSION_COOKIE_NAME to get __Host-session, or prefix your name "
                     "with __Host-.",
                 )
             )
-    domain = s.cookie_domain
+    domain = cookie.domain
     if domain is not None:
         bare = domain.lstrip(".").lower()
         if _is_local_or_ip(bare):
@@ -471,7 +470,7 @@ def _check_transport(app: Flask, url: str | None, behind_proxy: bool) -> list[Fi
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL such as https://example.com")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             out.append(
                 Finding(
                     "KS501",
@@ -485,7 +484,7 @@ def _check_transport(app: Flask, url: str | None, behind_proxy: bool) -> list[Fi
     else:
         server_name = app.config.get("SERVER_NAME")
         scheme = app.config.get("PREFERRED_URL_SCHEME", "http")
-        if server_name and scheme == "http" and not _is_loopback(server_name):
+        if server_name and scheme == "http" and not is_loopback(server_name):
             out.append(
                 Finding(
                     "KS502",
@@ -604,7 +603,25 @@ def _not_compared(reason: str) -> Finding:
 
 
 def _echo_findings(app: Flask, engine: Engine, findings: list[Finding]) -> None:
+    s = engine.settings
     click.echo(f"Keepsake check of {app.name!r} (store {engine.store.describe()}):")
+    click.echo(
+        click.wrap_text(
+            "KEEPSAKE_* keys as read when the app started; Flask's SESSION_COOKIE_*, "
+            "PERMANENT_SESSION_LIFETIME and SESSION_REFRESH_EACH_REQUEST as they are now "
+            "(requests read them when used).",
+            100,
+        )
+    )
+    try:
+        lifetime = _seconds_text(permanent_lifetime(app))
+    except ConfigError as exc:
+        lifetime = f"invalid ({exc})"
+    click.echo(
+        f"Browser sessions: {_seconds_text(s.idle_timeout)} idle, "
+        f"{_seconds_text(s.absolute_timeout)} in all. Persistent sessions: {lifetime} idle, "
+        f"{_seconds_text(s.permanent_absolute_timeout)} in all."
+    )
     if not findings:
         click.echo("No problems found.")
         return
@@ -667,7 +684,7 @@ def check_command(
     as_json: bool,
 ) -> None:
     """Audit the session and cookie configuration; exit 1 on problems."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _engine().app
     engine = _engine()
     try:
         findings = audit(app, url=url, behind_proxy=behind_proxy)
@@ -798,7 +815,7 @@ def cleanup_pause(took: float, pause: float | None) -> float:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something fails (cron).")
 def cleanup_command(batch_size: int, pause: float | None, quiet: bool) -> None:
     """Delete expired sessions in short batches; safe while the app serves requests."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _engine().app
     engine = _engine()
     store = engine.store
     # One instant for the whole run: the work is bounded, and sessions that expire meanwhile
@@ -860,6 +877,7 @@ def _session_dict(info: SessionInfo) -> dict[str, Any]:
         "auth_time": _iso(info.auth_time),
         "ip": info.ip,
         "user_agent": info.user_agent,
+        "persistent": info.persistent,
     }
 
 
@@ -880,13 +898,18 @@ def list_command(user_id: str, as_json: bool) -> None:
         click.echo(f"User {user_id} has no live sessions.")
         return
     click.echo(f"{len(infos)} live session{'s' * (len(infos) != 1)} of user {user_id} (UTC):")
-    header = f"{'HANDLE':<17} {'CREATED':<19} {'LAST SEEN':<19} {'EXPIRES':<19} {'IP':<15} AGENT"
+    header = (
+        f"{'HANDLE':<17} {'KIND':<10} {'CREATED':<19} {'LAST SEEN':<19} {'EXPIRES':<19} "
+        f"{'IP':<15} AGENT"
+    )
     click.echo(header)
     for i in infos:
         stamp = "%Y-%m-%d %H:%M:%S"
+        kind = "persistent" if i.persistent else "browser"
         click.echo(
-            f"{i.handle:<17} {i.created.strftime(stamp):<19} {i.last_seen.strftime(stamp):<19} "
-            f"{i.expires.strftime(stamp):<19} {i.ip or '-':<15} {i.user_agent or '-'}"
+            f"{i.handle:<17} {kind:<10} {i.created.strftime(stamp):<19} "
+            f"{i.last_seen.strftime(stamp):<19} {i.expires.strftime(stamp):<19} "
+            f"{i.ip or '-':<15} {i.user_agent or '-'}"
         )
 
 
@@ -901,7 +924,7 @@ def list_command(user_id: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation of --all.")
 def revoke_command(user_id: str | None, handle: str | None, everyone: bool, yes: bool) -> None:
     """End sessions now: one (--handle), a user's (--user), or everyone's (--all)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _engine().app
     engine = _engine()
     if everyone and (user_id or handle):
         raise click.UsageError("--all cannot be combined with --user or --handle.")

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .config import _seconds
+from .config import read_seconds
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class ConsentSettings:
         name = config["KEEPSAKE_CONSENT_COOKIE"]
         if not isinstance(name, str) or not name:
             raise ConfigError("KEEPSAKE_CONSENT_COOKIE", "must be a cookie name such as 'consent'.")
-        max_age = _seconds(config, "KEEPSAKE_CONSENT_MAX_AGE")
+        max_age = read_seconds(config, "KEEPSAKE_CONSENT_MAX_AGE")
         if max_age < 1 or max_age > MAX_AGE_LIMIT:
             raise ConfigError(
                 "KEEPSAKE_CONSENT_MAX_AGE",

@@ -79,13 +79,13 @@ from .crypto import (
 )
 from .csrf import init_csrf
 from .errors import ConfigError, KeepsakeError, NotInitialized
-from .interface import vary_on_cookie
+from .headers import vary_on_cookie
 
 if TYPE_CHECKING:
     from flask import Flask
     from werkzeug.wrappers import Response
 
-    from .interface import Engine
+    from .engine import Engine
 
 __all__ = [
     "CookieDeclarationError",
@@ -149,8 +149,8 @@ class CookiePolicyEntry:
     #: How long the browser keeps it; ``None`` until the browser closes.
     max_age: timedelta | None
     secure: bool
-    http_only: bool
-    same_site: str
+    httponly: bool
+    samesite: str
     path: str
     domain: str | None
     partitioned: bool
@@ -170,13 +170,13 @@ class DeclaredCookie:
         "category",
         "domain",
         "encrypted",
-        "http_only",
+        "httponly",
         "name",
         "partitioned",
         "path",
         "plain_name",
         "purpose",
-        "same_site",
+        "samesite",
         "secure",
         "secure_name",
         "signed",
@@ -192,9 +192,9 @@ class DeclaredCookie:
     category: str
     signed: bool
     encrypted: bool
-    http_only: bool
+    httponly: bool
     secure: bool
-    same_site: SameSite
+    samesite: SameSite
     path: str
     domain: str | None
     partitioned: bool
@@ -208,9 +208,9 @@ class DeclaredCookie:
         max_age: timedelta | int | None = None,
         signed: bool = False,
         encrypted: bool = False,
-        http_only: bool = True,
+        httponly: bool = True,
         secure: bool = True,
-        same_site: SameSite = "Lax",
+        samesite: SameSite = "Lax",
         path: str = "/",
         domain: str | None = None,
         partitioned: bool = False,
@@ -227,7 +227,7 @@ class DeclaredCookie:
         for flag, flag_value in (
             ("signed", signed),
             ("encrypted", encrypted),
-            ("http_only", http_only),
+            ("httponly", httponly),
             ("secure", secure),
             ("partitioned", partitioned),
             ("prefix", prefix),
@@ -254,9 +254,10 @@ class DeclaredCookie:
                 f"{label}: encrypted cookies need the 'cryptography' package: "
                 "pip install cryptography"
             )
-        samesite = _SAMESITE.get(same_site.lower()) if isinstance(same_site, str) else None
-        if samesite is None:
-            raise CookieDeclarationError(f"{label}: same_site must be 'Lax', 'Strict' or 'None'.")
+        canonical = _SAMESITE.get(samesite.lower()) if isinstance(samesite, str) else None
+        if canonical is None:
+            raise CookieDeclarationError(f"{label}: samesite must be 'Lax', 'Strict' or 'None'.")
+        samesite = canonical
         if samesite == "None" and not secure:
             raise CookieDeclarationError(
                 f"{label}: SameSite=None requires a Secure cookie (RFC 6265bis); browsers drop "
@@ -315,9 +316,9 @@ class DeclaredCookie:
         self._max_age = _lifetime(label, max_age)
         self.signed = signed
         self.encrypted = encrypted
-        self.http_only = http_only
+        self.httponly = httponly
         self.secure = secure
-        self.same_site = samesite
+        self.samesite = samesite
         self.path = path
         self.domain = domain
         self.partitioned = partitioned
@@ -458,18 +459,17 @@ class _RequestState:
 
 
 class CookieJar:
-    """Declared cookies for one application, kept in ``app.extensions["keepsake_cookies"]``.
+    """Declared cookies for one application, kept by its engine (``engine.jar``).
 
-    Built by :func:`init_cookies`. It holds what the configuration says (keys, consent) and does
-    the work behind :class:`DeclaredCookie` and the consent and policy methods of
-    :class:`~flask_keepsake.Keepsake`.
+    Built by :func:`init_cookies`. It holds what the configuration says (consent) and does the
+    work behind :class:`DeclaredCookie` and the consent and policy methods of
+    :class:`~flask_keepsake.Keepsake`. The keys for signed and encrypted cookies are read from
+    ``app.secret_key`` and ``SECRET_KEY_FALLBACKS`` when used, as Flask reads them.
     """
 
     def __init__(self, app: Flask, engine: Engine, registry: CookieRegistry) -> None:
-        self.engine = engine
+        self._engine = weakref.ref(engine)
         self.registry = registry
-        # Private, and never in a repr: these are the application's secrets.
-        self._keys = secret_keys(app)
         self.consent_settings = ConsentSettings.from_app(app)
         try:
             self.consent_cookie = DeclaredCookie(
@@ -480,20 +480,30 @@ class CookieJar:
             )
         except CookieDeclarationError as exc:
             raise ConfigError("KEEPSAKE_CONSENT_COOKIE", str(exc)) from None
-        s = engine.settings
-        self._session_names = frozenset({s.cookie_name, s.loopback_cookie_name})
+        secure_name = engine.cookie(app, None).name
+        plain = secure_name.removeprefix(_HOST).removeprefix(_SECURE)
+        self._session_names = frozenset({secure_name, plain})
         consent_names = {self.consent_cookie.secure_name, self.consent_cookie.plain_name}
         if consent_names & self._session_names:
             raise ConfigError(
                 "KEEPSAKE_CONSENT_COOKIE", "the consent cookie cannot share the session's name."
             )
-        self._protectors: dict[str, Protector] = {}
+        # Protectors by cookie name, built for the keys they were built with.
+        self._protectors: dict[str, tuple[tuple[bytes, ...], Protector]] = {}
         self._warned: set[str] = set()
 
     @property
+    def engine(self) -> Engine:
+        """The engine of the application this jar serves."""
+        engine = self._engine()
+        if engine is None:  # pragma: no cover - a jar outliving its engine is a bug elsewhere
+            raise NotInitialized("the Keepsake engine of this cookie jar no longer exists")
+        return engine
+
+    @property
     def has_secret_key(self) -> bool:
-        """Whether ``SECRET_KEY`` is set (signed and encrypted cookies need it)."""
-        return bool(self._keys)
+        """Whether ``app.secret_key`` is set (signed and encrypted cookies need it)."""
+        return bool(secret_keys(self.engine.app))
 
     # -- declarations ----------------------------------------------------------------------
 
@@ -511,24 +521,32 @@ class CookieJar:
         if names & self._session_names:
             raise CookieDeclarationError(
                 f"Cookie {cookie.name!r} would share the name of the session cookie "
-                f"({self.engine.settings.cookie_name!r}, SESSION_COOKIE_NAME); choose another."
+                f"({sorted(self._session_names)[-1]!r}, SESSION_COOKIE_NAME); choose another."
             )
         if names & {self.consent_cookie.secure_name, self.consent_cookie.plain_name}:
             raise CookieDeclarationError(
                 f"Cookie {cookie.name!r} would share the name of the consent cookie "
                 "(KEEPSAKE_CONSENT_COOKIE); choose another name for one of them."
             )
-        if not cookie.protected:
-            return
-        if not self._keys:
+        if cookie.protected and self._protector(cookie) is None:
             kind = "encrypted" if cookie.encrypted else "signed"
             raise ConfigError(
                 "SECRET_KEY",
                 f"{label} is {kind}, which needs SECRET_KEY. Set it to a long random value "
                 "(python -c 'import secrets; print(secrets.token_hex(32))') before init_app.",
             )
-        factory = CookieCipher if cookie.encrypted else CookieSigner
-        self._protectors[cookie.name] = factory(self._keys, cookie.name, self.engine.clock)
+
+    def _protector(self, cookie: DeclaredCookie) -> Protector | None:
+        """The signer or cipher of ``cookie`` for the application's keys as they are now."""
+        keys = tuple(secret_keys(self.engine.app))
+        if not keys:
+            return None
+        cached = self._protectors.get(cookie.name)
+        if cached is None or cached[0] != keys:
+            factory = CookieCipher if cookie.encrypted else CookieSigner
+            cached = (keys, factory(list(keys), cookie.name, self.engine.clock))
+            self._protectors[cookie.name] = cached
+        return cached[1]
 
     def declared(self) -> list[DeclaredCookie]:
         """The consent cookie and every declared cookie."""
@@ -540,15 +558,21 @@ class CookieJar:
         """Name, Secure, SameSite and Partitioned of ``cookie`` for the current request."""
         # The session cookie's decision, reused: "auto" drops Secure on plain-HTTP loopback
         # requests (Safari refuses Secure cookies from http://localhost), False drops it always.
-        app_secure = self.engine.cookie_attributes(request)[1]
+        engine = self.engine
+        app_secure = engine.cookie(engine.app, request).secure
         if cookie.secure and app_secure:
-            return cookie.secure_name, True, cookie.same_site, cookie.partitioned
-        samesite: SameSite = "Lax" if cookie.same_site == "None" else cookie.same_site
+            return cookie.secure_name, True, cookie.samesite, cookie.partitioned
+        samesite: SameSite = "Lax" if cookie.samesite == "None" else cookie.samesite
         return cookie.plain_name, False, samesite, False
 
     def encode(self, cookie: DeclaredCookie, value: Any) -> str:
         """The cookie value for ``value``; raise :class:`CookieValueError` if there is none."""
-        protector = self._protectors.get(cookie.name) if cookie.protected else None
+        protector = self._protector(cookie) if cookie.protected else None
+        if cookie.protected and protector is None:
+            raise CookieValueError(
+                f"Cookie {cookie.name!r} is {'encrypted' if cookie.encrypted else 'signed'}, "
+                "which needs SECRET_KEY, and the application has none now."
+            )
         if protector is not None:
             token = protector.protect(self._dumps(cookie, value))
         elif type(value) is str and _OCTETS_RE.fullmatch(value) and value[:1] != _ENCODED:
@@ -585,7 +609,9 @@ class CookieJar:
         """``(True, value)`` for a good cookie value, ``(False, None)`` (and a warning) if not."""
         if len(raw) > MAX_COOKIE_BYTES:
             return _rejected(name, f"value of {len(raw)} bytes is too long")
-        protector = self._protectors.get(cookie.name) if cookie.protected else None
+        protector = self._protector(cookie) if cookie.protected else None
+        if cookie.protected and protector is None:
+            return _rejected(name, "SECRET_KEY is not set, so it cannot be verified")
         if protector is not None:
             try:
                 text = protector.unprotect(raw, cookie.max_age_seconds)
@@ -646,7 +672,7 @@ class CookieJar:
             path=cookie.path,
             domain=cookie.domain,
             secure=secure,
-            httponly=cookie.http_only,
+            httponly=cookie.httponly,
             samesite=samesite,
             partitioned=partitioned,
             max_size=0,
@@ -662,7 +688,7 @@ class CookieJar:
             path=cookie.path,
             domain=cookie.domain,
             secure=secure,
-            httponly=cookie.http_only,
+            httponly=cookie.httponly,
             samesite=samesite,
             partitioned=partitioned,
             # Checked above against RFC 6265bis's 4096 bytes for name and value; Werkzeug's
@@ -761,9 +787,10 @@ class CookieJar:
     def known_names(self) -> set[str]:
         """Every cookie name this application sends through Keepsake or Flask-Login."""
         names = set(self._session_names)
+        names.update(f"{name}_remember" for name in self._session_names)
         for cookie in self.declared():
             names.update((cookie.secure_name, cookie.plain_name))
-        app = current_app
+        app = self.engine.app
         if getattr(app, "login_manager", None) is not None:
             names.add(app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))
         return names
@@ -790,31 +817,50 @@ class CookieJar:
 
     def policy(self) -> list[CookiePolicyEntry]:
         """See :meth:`Keepsake.cookie_policy`."""
-        s = self.engine.settings
-        session_max = min(s.permanent_lifetime, s.absolute_timeout)
+        engine = self.engine
+        app = engine.app
+        cookie = engine.cookie(app, None)
         entries = [
             CookiePolicyEntry(
-                name=s.cookie_name,
+                name=cookie.name,
                 purpose=(
                     "Keeps your session (sign-in, forms, messages) on the server; the cookie "
-                    "holds only a random token."
+                    "holds only a random token. It lasts until the browser closes, or, when "
+                    "you ask to stay signed in, as long as the server keeps the session."
                 ),
                 category=ESSENTIAL,
-                max_age=timedelta(seconds=int(session_max)),
-                secure=s.cookie_secure is not False,
-                http_only=s.cookie_httponly,
-                same_site=s.cookie_samesite or "Lax",
-                path=s.cookie_path,
-                domain=s.cookie_domain,
-                partitioned=s.cookie_partitioned,
+                max_age=None,
+                secure=cookie.secure,
+                httponly=cookie.httponly,
+                samesite=cookie.samesite or "Lax",
+                path=cookie.path,
+                domain=cookie.domain,
+                partitioned=cookie.partitioned,
                 signed=False,
                 encrypted=False,
             )
         ]
-        entries.extend(_entry(cookie) for cookie in self.declared())
-        remember = _flask_login_entry(current_app)
-        if remember is not None:
-            entries.insert(1, remember)
+        entries.extend(_entry(declared) for declared in self.declared())
+        if getattr(app, "login_manager", None) is not None:
+            remember = _flask_login_entry(app)
+            grant = CookiePolicyEntry(
+                name=engine.remember_cookie_name(app, None),
+                purpose=(
+                    "Proves that you asked this browser to keep you signed in; signing out, or "
+                    "signing out everywhere, ends it."
+                ),
+                category=ESSENTIAL,
+                max_age=timedelta(seconds=int(engine.settings.permanent_absolute_timeout)),
+                secure=cookie.secure,
+                httponly=True,
+                samesite=cookie.samesite or "Lax",
+                path=cookie.path,
+                domain=cookie.domain,
+                partitioned=cookie.partitioned,
+                signed=True,
+                encrypted=False,
+            )
+            entries[1:1] = [remember, grant]
         return entries
 
 
@@ -825,8 +871,8 @@ def _entry(cookie: DeclaredCookie) -> CookiePolicyEntry:
         category=cookie.category,
         max_age=cookie.max_age,
         secure=cookie.secure,
-        http_only=cookie.http_only,
-        same_site=cookie.same_site,
+        httponly=cookie.httponly,
+        samesite=cookie.samesite,
         path=cookie.path,
         domain=cookie.domain,
         partitioned=cookie.partitioned,
@@ -835,10 +881,8 @@ def _entry(cookie: DeclaredCookie) -> CookiePolicyEntry:
     )
 
 
-def _flask_login_entry(app: Flask) -> CookiePolicyEntry | None:
+def _flask_login_entry(app: Flask) -> CookiePolicyEntry:
     """Flask-Login's remember-me cookie, which it sets itself, described from its config."""
-    if getattr(app, "login_manager", None) is None:
-        return None
     config = app.config
     duration = config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
     if isinstance(duration, int | float):
@@ -849,8 +893,8 @@ def _flask_login_entry(app: Flask) -> CookiePolicyEntry | None:
         category=ESSENTIAL,
         max_age=duration if isinstance(duration, timedelta) else None,
         secure=bool(config.get("REMEMBER_COOKIE_SECURE", False)),
-        http_only=bool(config.get("REMEMBER_COOKIE_HTTPONLY", True)),
-        same_site=str(config.get("REMEMBER_COOKIE_SAMESITE") or "Lax"),
+        httponly=bool(config.get("REMEMBER_COOKIE_HTTPONLY", True)),
+        samesite=str(config.get("REMEMBER_COOKIE_SAMESITE") or "Lax"),
         path=config.get("REMEMBER_COOKIE_PATH", "/"),
         domain=config.get("REMEMBER_COOKIE_DOMAIN"),
         partitioned=False,
@@ -900,12 +944,10 @@ def _replace_set_cookie(response: Response, name: str, header: str) -> None:
 
 
 def _jar() -> CookieJar:
-    jar = current_app.extensions.get("keepsake_cookies")
-    if not isinstance(jar, CookieJar):
-        raise NotInitialized(
-            f"Keepsake is not set up on the application {current_app.name!r}: call "
-            "Keepsake(app) or keepsake.init_app(app) first."
-        )
+    from .interface import engine_of
+
+    jar = engine_of(current_app).jar
+    assert isinstance(jar, CookieJar)
     return jar
 
 
@@ -933,6 +975,6 @@ def init_cookies(app: Flask, engine: Engine, registry: CookieRegistry) -> None:
     """
     jar = CookieJar(app, engine, registry)
     registry.attach(jar)
-    app.extensions["keepsake_cookies"] = jar
+    engine.jar = jar
     app.after_request(jar.after_request)
     init_csrf(app, has_secret=jar.has_secret_key)

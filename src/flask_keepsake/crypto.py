@@ -74,7 +74,9 @@ def secret_keys(app: Flask) -> list[bytes]:
 
     Empty when ``SECRET_KEY`` is unset: the fallbacks alone can verify but never sign.
     """
-    current = app.config.get("SECRET_KEY")
+    # app.secret_key, as Flask and Flask-WTF read it: a Flask subclass may set it as a class
+    # attribute, which SECRET_KEY in app.config then does not show.
+    current = app.secret_key
     if current is None or current == "" or current == b"":
         return []
     if not isinstance(current, str | bytes):

@@ -4,37 +4,36 @@ Keepsake does not check CSRF tokens itself. With ``CSRFProtect(app)`` from Flask
 
 - the token is rotated at login and dropped at logout (:meth:`Keepsake.login`,
   :meth:`Keepsake.logout`), so a token seen before login is useless after it;
-- a missing, malformed, oversized, expired or foreign token is answered with
-  ``403 Forbidden`` (Flask-WTF's default is ``400``), through the application's own 403 handler
-  if it has one, and logged on ``flask_keepsake.security``;
-- ``CSRFProtect`` without ``SECRET_KEY`` (or ``WTF_CSRF_SECRET_KEY``) is refused at start-up when
-  it was set up before Keepsake.
+- a failed check is answered as Flask-WTF answers it (its ``CSRFError``, a ``400``, through the
+  application's handler if it has one); ``docs/cookies.md`` shows a handler that also logs it on
+  ``flask_keepsake.security``;
+- ``CSRFProtect`` without a secret key (``app.secret_key`` or ``WTF_CSRF_SECRET_KEY``) is refused
+  at start-up when it was set up before Keepsake.
 
 ``KEEPSAKE_CHECK_ORIGIN`` adds a second, token-free defence: a ``POST``, ``PUT``, ``PATCH`` or
 ``DELETE`` (any method but ``GET``, ``HEAD``, ``OPTIONS`` and ``TRACE``) that the browser says is
 cross-site is answered with ``403``. Browsers send ``Sec-Fetch-Site`` on every request; it is
 trusted when present (``same-origin`` and ``none``, a bookmark or typed URL, pass). Older browsers
-send only ``Origin``, which must then name this host. A request with neither comes from something
+send only ``Origin``, which must then name this scheme, host and port (an ``http://`` page cannot
+post to the ``https://`` site). A request with neither comes from something
 that is not a browser, which CSRF cannot abuse, and passes. Origins in
 ``KEEPSAKE_TRUSTED_ORIGINS`` (a sibling subdomain's form, a payment provider posting back) pass.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from flask import current_app, request
+from flask import request
 from werkzeug.exceptions import Forbidden
 
-from .config import _bool
+from .config import read_bool
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from flask import Flask
-    from flask.typing import ResponseReturnValue
 
 __all__ = ["SAFE_METHODS", "init_csrf"]
 
@@ -44,11 +43,12 @@ security_logger = logging.getLogger("flask_keepsake.security")
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 _PASS_SITES: Final = frozenset({"same-origin", "none"})
+_DEFAULT_PORTS: Final = frozenset({("http", 80), ("https", 443)})
 
 
 def init_csrf(app: Flask, *, has_secret: bool) -> None:
-    """Read ``KEEPSAKE_CHECK_ORIGIN`` and ``KEEPSAKE_TRUSTED_ORIGINS``; connect to Flask-WTF."""
-    check = _bool(app.config, "KEEPSAKE_CHECK_ORIGIN")
+    """Read ``KEEPSAKE_CHECK_ORIGIN`` and ``KEEPSAKE_TRUSTED_ORIGINS``; check Flask-WTF's key."""
+    check = read_bool(app.config, "KEEPSAKE_CHECK_ORIGIN")
     trusted = _trusted_origins(app.config["KEEPSAKE_TRUSTED_ORIGINS"])
     if trusted and not check:
         raise ConfigError(
@@ -58,25 +58,6 @@ def init_csrf(app: Flask, *, has_secret: bool) -> None:
         )
     if check:
         app.before_request(OriginCheck(trusted))
-    if importlib.util.find_spec("flask_wtf") is None:
-        return
-    from flask_wtf.csrf import CSRFError
-
-    # Registered only when the application has none, and replaced by one it registers later.
-    if CSRFError not in app.error_handler_spec[None][400]:
-        app.register_error_handler(CSRFError, _csrf_forbidden)
-
-    # The refusal is logged where it is raised, so an application's own CSRFError handler does
-    # not silence the security log. CSRFProtect may be set up after Keepsake: wrap it on the
-    # first request.
-    state = {"done": False}
-
-    def log_csrf_refusals() -> None:
-        if not state["done"]:
-            state["done"] = True
-            _log_refusals(app, CSRFError)
-
-    app.before_request_funcs.setdefault(None, []).insert(0, log_csrf_refusals)
     if (
         "csrf" in app.extensions
         and app.config.get("WTF_CSRF_ENABLED", True)
@@ -124,7 +105,10 @@ def _normal_origin(origin: str) -> str | None:
         or parts.fragment
     ):
         return None
-    return f"{parts.scheme}://{parts.netloc}"
+    host, port = parts.hostname, parts.port
+    if port is None or (parts.scheme, port) in _DEFAULT_PORTS:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class OriginCheck:
@@ -144,10 +128,9 @@ class OriginCheck:
                 return
         elif origin is None:
             return
-        else:
-            normal = _normal_origin(origin)
-            if normal is not None and urlsplit(normal).netloc == request.host.lower():
-                return
+        elif _normal_origin(origin) == _normal_origin(f"{request.scheme}://{request.host}"):
+            # Scheme, host and port: a page served over plain HTTP is another origin.
+            return
         if origin is not None and _normal_origin(origin) in self.trusted:
             return
         security_logger.warning(
@@ -161,30 +144,3 @@ class OriginCheck:
             "This request came from another site and would change something here, so it was "
             "refused. Go back to the form on this site and submit it again."
         )
-
-
-def _log_refusals(app: Flask, error: type[Exception]) -> None:
-    protect_ext = app.extensions.get("csrf")
-    if protect_ext is None or getattr(protect_ext, "_keepsake_logged", False):
-        return
-    protect = protect_ext.protect
-
-    def logged_protect(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return protect(*args, **kwargs)
-        except error as exc:
-            reason = getattr(exc, "description", None) or "CSRF validation failed."
-            security_logger.warning(
-                "CSRF check failed for %s %r: %s", request.method, request.path[:200], reason
-            )
-            raise
-
-    protect_ext.protect = logged_protect
-    protect_ext._keepsake_logged = True
-
-
-def _csrf_forbidden(exc: Exception) -> ResponseReturnValue:
-    """Flask-WTF's ``CSRFError`` (a 400) answered as the application's 403."""
-    reason = getattr(exc, "description", None) or "CSRF validation failed."
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    return app.handle_http_exception(Forbidden(reason))

@@ -1,4 +1,9 @@
-"""The :class:`Keepsake` extension: ``init_app`` and the session lifecycle API."""
+"""The :class:`Keepsake` extension: ``init_app`` and the session lifecycle API.
+
+``Keepsake`` is what ``app.extensions["keepsake"]`` holds. The per-application state, the
+:class:`~flask_keepsake.engine.Engine`, belongs to the application's session interface, so the
+extension never holds an application and an application is freed when its last reference goes.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from flask import current_app, g
-from flask.globals import request_ctx
+from flask import current_app
 
 from . import signals
-from .cli import keepsake_cli
 from .config import Settings
 from .cookies import CookieRegistry, DeclaredCookie, current_jar, init_cookies
-from .errors import NotInitialized, StoreUnavailable
-from .interface import Engine, KeepsakeSessionInterface
-from .session import ServerSession, _UnloadedSession
+from .engine import Engine, SessionCookie, is_persistent
+from .errors import KeepsakeError, NotInitialized, StoreUnavailable
+from .interface import KeepsakeSessionInterface, engine_of
+from .session import current_session, state_of
 from .store_url import store_from_url
 
 if TYPE_CHECKING:
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
     from .consent import Consent
     from .cookies import CookiePolicyEntry, SameSite
+    from .session import ServerSession
     from .stores.base import SessionRecord, Store
 
 logger = logging.getLogger("flask_keepsake")
@@ -45,7 +50,8 @@ class SessionInfo:
     user_id: str | None
     created: datetime
     last_seen: datetime
-    #: When the session ends if nothing happens: the earlier of idle and absolute expiry.
+    #: When the session ends if nothing happens: the earlier of idle and absolute expiry. For
+    #: a persistent session, also when its cookie expires.
     expires: datetime
     #: When the session ends whatever happens (absolute timeout).
     absolute_expires: datetime
@@ -54,6 +60,8 @@ class SessionInfo:
     user_agent: str | None
     #: Whether this is the session of the current request.
     current: bool
+    #: Whether this is a persistent ("remember me") session rather than a browser session.
+    persistent: bool = False
 
 
 def _dt(ts: float) -> datetime:
@@ -71,6 +79,9 @@ class Keepsake:
     :param store: a store instance to use instead of ``KEEPSAKE_STORE`` (shared by every app
         this extension is initialised on).
     :param clock: returns the current time in epoch seconds; tests inject a fake one.
+    :param session_interface: the session interface class to install, a subclass of
+        :class:`~flask_keepsake.interface.KeepsakeSessionInterface` that overrides some of
+        Flask's hooks (``get_cookie_name``, ``should_set_cookie``, ...).
     """
 
     def __init__(
@@ -79,12 +90,18 @@ class Keepsake:
         *,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        session_interface: type[KeepsakeSessionInterface] = KeepsakeSessionInterface,
     ) -> None:
+        if not (
+            isinstance(session_interface, type)
+            and issubclass(session_interface, KeepsakeSessionInterface)
+        ):
+            raise TypeError("session_interface must be a KeepsakeSessionInterface subclass")
         self._store = store
         self._clock = clock
+        self._interface = session_interface
         # Declarations belong to the extension, like a blueprint's routes: every app it serves
-        # has the same cookies. Per-app state (keys, consent settings) is the CookieJar in
-        # app.extensions["keepsake_cookies"].
+        # has the same cookies. Per-app state (keys, consent settings) is each app's CookieJar.
         self._cookies = CookieRegistry()
         if app is not None:
             self.init_app(app)
@@ -92,8 +109,14 @@ class Keepsake:
     def init_app(self, app: Flask) -> None:
         """Read and check the configuration of ``app`` and install the session interface.
 
-        Raises :class:`~flask_keepsake.errors.ConfigError` naming the key on a mistake.
+        Raises :class:`~flask_keepsake.errors.ConfigError` naming the key on a mistake, and
+        :class:`~flask_keepsake.errors.KeepsakeError` if Keepsake is already set up on ``app``.
         """
+        if "keepsake" in app.extensions:
+            raise KeepsakeError(
+                f"Keepsake is already set up on the application {app.name!r}; call "
+                "Keepsake(app) or init_app(app) once per application."
+            )
         settings = Settings.from_app(app)
         store = self._store if self._store is not None else store_from_url(settings.store_url, app)
         if store.name == "memory" and not (app.debug or app.testing):
@@ -101,44 +124,35 @@ class Keepsake:
                 "KEEPSAKE_STORE is memory://: sessions live in this one process and vanish on "
                 "restart. Use the SQLite default or redis:// in production."
             )
-        engine = Engine(settings, store, self._clock)
+        engine = Engine(settings, store, self._clock, app)
         if importlib.util.find_spec("flask_wtf") is not None:
             engine.csrf_field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-        app.extensions["keepsake"] = engine
-        app.session_interface = KeepsakeSessionInterface()
+        app.extensions["keepsake"] = self
+        app.session_interface = self._interface(engine)
         app.register_error_handler(StoreUnavailable, _store_unavailable)
-        app.cli.add_command(keepsake_cli)
 
+        from .cli import keepsake_cli
         from .integrations import connect_flask_login
 
-        connect_flask_login(app, self)
+        app.cli.add_command(keepsake_cli)
+        connect_flask_login(app, engine)
         logger.debug("Keepsake set up for %r with %s.", app.name, store.describe())
-        init_cookies(app, engine, self._cookie_registry())
+        init_cookies(app, engine, self._cookies)
 
     # -- helpers ---------------------------------------------------------------------------
 
     @staticmethod
     def _engine() -> Engine:
-        engine = current_app.extensions.get("keepsake")
-        if not isinstance(engine, Engine):
-            raise NotInitialized(
-                f"Keepsake is not set up on the application {current_app.name!r}: call "
-                "Keepsake(app) or keepsake.init_app(app) first."
-            )
-        return engine
+        return engine_of(current_app)
 
     def _session(self) -> tuple[Engine, ServerSession]:
         engine = self._engine()
-        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-        session = ctx.session
-        if not isinstance(session, ServerSession):
+        session = current_session()
+        if session is None:
             raise NotInitialized(
-                "The current session is not a Keepsake session: was app.session_interface "
-                "replaced after init_app?"
+                "There is no Keepsake session here: this needs a request of an application "
+                "set up with Keepsake (was app.session_interface replaced after init_app?)."
             )
-        if type(session) is _UnloadedSession:
-            assert session._loader is not None
-            session._loader(session)
         return engine, session
 
     @property
@@ -146,66 +160,67 @@ class Keepsake:
         """The store of the current application."""
         return self._engine().store
 
+    @property
+    def session_cookie(self) -> SessionCookie:
+        """The session cookie's name and attributes as the current request gets them."""
+        from flask import request
+
+        engine = self._engine()
+        return engine.cookie(engine.app, request)
+
     # -- lifecycle -------------------------------------------------------------------------
 
-    def login(self, user_id: str | int, *, fresh: bool = True) -> None:
+    def login(self, user_id: str | int, *, fresh: bool = True, remember: bool = False) -> None:
         """Bind the current session to ``user_id`` after the user authenticated.
 
         At the end of the request the session gets a new token (the old cookie stops working,
-        which defeats session fixation), keeps its data, records the authentication time (when
-        ``fresh``) and the device, and restarts its absolute timeout. Flask-WTF's CSRF token is
-        rotated. Flask-Login's ``login_user`` calls this for you.
+        which defeats session fixation), keeps its data (including anything another request
+        wrote meanwhile), records the authentication time (when ``fresh``) and the device, and
+        starts a new lifetime. Flask-WTF's CSRF token is rotated. Flask-Login's ``login_user``
+        calls this for you. User ids are stored as strings: ``login(1)`` binds the user ``"1"``.
+
+        :param fresh: the user just proved who they are (a password, not a remember-me grant).
+        :param remember: make it a persistent session ("keep me signed in on this device"):
+            its cookie outlives the browser and it lasts ``PERMANENT_SESSION_LIFETIME`` without
+            use, at most ``KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT``. ``False`` leaves
+            ``session.permanent`` as it is.
         """
         engine, session = self._session()
-        session._user_id = str(user_id)
-        session._auth_time = engine.clock() if fresh else None
-        session._rotate = "login"
-        self._drop_csrf(engine, session)
+        engine.login(session, user_id, fresh=fresh, remember=remember)
 
     def logout(self) -> None:
         """End the current session now: delete its record and remove the cookie.
 
         Anything written to ``session`` afterwards in this request (a flash message) goes into
-        a new anonymous session. Flask-Login's ``logout_user`` calls this for you.
+        a new anonymous session. Remember-me grants of the user issued before now stop working.
+        Flask-Login's ``logout_user`` calls this for you.
         """
         engine, session = self._session()
-        record = session._record
-        if record is not None:
-            engine.store.delete(record.key)
-        self._reset(session)
-        self._drop_csrf(engine, session)
-        if record is not None:
-            signals.session_destroyed.send(
-                current_app._get_current_object(),  # type: ignore[attr-defined]
-                handle=record.handle,
-                user_id=record.user_id,
-                reason="logout",
-            )
+        engine.logout(engine.app, session)
 
     def regenerate(self) -> None:
         """Give the current session a new token at the end of the request, keeping its data.
 
         Call it on any privilege change that is not a login (for example, after sudo mode).
         """
-        _, session = self._session()
-        if session._rotate is None:
-            session._rotate = "regenerate"
+        engine, session = self._session()
+        engine.regenerate(session)
 
-    def is_fresh(self, max_age: timedelta | float) -> bool:
-        """Whether the user of the current session authenticated within ``max_age``.
+    def is_fresh(self, max_age: timedelta | float | None = None) -> bool:
+        """Whether the user of the current session signed in during this sitting.
 
+        False for a session restored from a remember-me grant, and for a persistent session
+        that comes back after more than ``KEEPSAKE_IDLE_TIMEOUT`` without use, until the next
+        :meth:`login`. With ``max_age``, also whether that sign-in was at most ``max_age`` ago.
         Use it to ask for the password again before sensitive actions (step-up).
         """
         engine, session = self._session()
-        if session._auth_time is None:
-            return False
-        limit = max_age.total_seconds() if isinstance(max_age, timedelta) else float(max_age)
-        return engine.clock() - session._auth_time <= limit
+        return engine.is_fresh(session, max_age)
 
     @property
     def current_user_id(self) -> str | None:
-        """The user the current session is bound to, or ``None``."""
-        return self._session()[1]._user_id
+        """The user the current session is bound to (a string), or ``None``."""
+        return self._session()[1].user_id
 
     @property
     def current_handle(self) -> str | None:
@@ -216,7 +231,7 @@ class Keepsake:
         """The stored session of this request (anonymous or not), or ``None`` if none is stored
         yet. For "what the server keeps for you" pages; it never holds the token."""
         _, session = self._session()
-        record = session._record
+        record = state_of(session).record
         return None if record is None else self._info(record, True)
 
     def sessions(self, user_id: str | int | None = None) -> list[SessionInfo]:
@@ -231,68 +246,64 @@ class Keepsake:
         """End the session whose public handle is ``handle``; return whether one ended.
 
         Pass ``user_id`` (for example the current user's) so that a user can only end their own
-        sessions; without it any session with that handle ends (for administrators).
+        sessions; without it any session with that handle ends (for administrators). A
+        remembered device is signed out at once; the user's remember-me grants issued before
+        now stop working.
         """
         engine = self._engine()
         uid = None if user_id is None else str(user_id)
         key = engine.store.delete_handle(handle, engine.clock(), user_id=uid)
         if key is None:
             return False
+        if uid is not None:
+            engine.mark_revoked(uid)
         security_logger.info("Session %s revoked.", handle)
-        signals.session_revoked.send(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
-            handle=handle,
-            user_id=uid,
-            count=1,
-        )
-        session = self._current_session_or_none()
-        if session is not None and session._record is not None and session._record.key == key:
-            self._reset(session)
+        signals.session_revoked.send(engine.app, handle=handle, user_id=uid, count=1)
+        session = current_session()
+        if session is not None:
+            record = state_of(session).record
+            if record is not None and record.key == key:
+                if record.user_id is not None and uid is None:
+                    engine.mark_revoked(record.user_id)
+                engine.reset(session)
         return True
 
     def revoke_all(self, user_id: str | int | None = None, *, keep_current: bool = True) -> int:
         """End every session of ``user_id`` (default: the current user); return how many.
 
-        With ``keep_current`` the session of this request survives (a password change).
+        With ``keep_current`` the session of this request survives (a password change). Every
+        remember-me grant of the user issued before now stops working, on every device.
         """
         engine, uid, current_key = self._target(user_id)
         if uid is None:
             return 0
         except_key = current_key if keep_current else None
         count = engine.store.delete_user(uid, engine.clock(), except_key=except_key)
+        engine.mark_revoked(uid)
         security_logger.info("%d session(s) of user %s revoked.", count, uid)
-        signals.session_revoked.send(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
-            handle=None,
-            user_id=uid,
-            count=count,
-        )
-        session = self._current_session_or_none()
-        if (
-            not keep_current
-            and session is not None
-            and session._record is not None
-            and session._record.key == current_key
-        ):
-            self._reset(session)
+        signals.session_revoked.send(engine.app, handle=None, user_id=uid, count=count)
+        session = current_session()
+        if session is not None:
+            state = state_of(session)
+            if state.record is not None and state.record.key == current_key:
+                if keep_current:
+                    if session.permanent and state.user_id == uid:
+                        # This device stays remembered: a grant newer than the revocation.
+                        state.remember = "set"
+                else:
+                    engine.reset(session)
         return count
 
     # -- internals -------------------------------------------------------------------------
 
     def _target(self, user_id: str | int | None) -> tuple[Engine, str | None, str | None]:
         engine = self._engine()
-        session = self._current_session_or_none()
-        current_key = None
-        if session is not None and session._record is not None:
-            current_key = session._record.key
+        session = current_session()
+        record = None if session is None else state_of(session).record
+        current_key = None if record is None else record.key
         if user_id is not None:
             return engine, str(user_id), current_key
-        return engine, session._user_id if session is not None else None, current_key
-
-    def _current_session_or_none(self) -> ServerSession | None:
-        if request_ctx:
-            return self._session()[1]
-        return None
+        return engine, session.user_id if session is not None else None, current_key
 
     @staticmethod
     def _info(record: SessionRecord, current: bool) -> SessionInfo:
@@ -307,32 +318,8 @@ class Keepsake:
             ip=record.ip,
             user_agent=record.user_agent,
             current=current,
+            persistent=is_persistent(record.data),
         )
-
-    @staticmethod
-    def _reset(session: ServerSession) -> None:
-        dict.clear(session)
-        session.modified = True
-        session.new = True
-        session._record = None
-        session._token = None
-        session._loaded = {}
-        session._decoded = ({}, {})
-        session._rotate = None
-        session._user_id = None
-        session._auth_time = None
-        # The browser still holds the old cookie: remove it unless a new session replaces it.
-        session._stale_cookie = True
-
-    @staticmethod
-    def _drop_csrf(engine: Engine, session: ServerSession) -> None:
-        field = engine.csrf_field
-        if field is None:
-            return
-        # Flask-WTF keeps the raw CSRF secret in the session and the signed token in g; both
-        # must go so that a token seen before login is useless after it.
-        session.pop(field, None)
-        g.pop(field, None)
 
     # -- declared cookies ------------------------------------------------------------------
 
@@ -348,9 +335,9 @@ class Keepsake:
         max_age: timedelta | int | None = None,
         signed: bool = False,
         encrypted: bool = False,
-        http_only: bool = True,
+        httponly: bool = True,
         secure: bool = True,
-        same_site: SameSite = "Lax",
+        samesite: SameSite = "Lax",
         path: str = "/",
         domain: str | None = None,
         partitioned: bool = False,
@@ -379,10 +366,10 @@ class Keepsake:
             and encrypted values older than this are refused even if a client kept them.
         :param signed: tamper-evident with ``SECRET_KEY`` (readable by the client).
         :param encrypted: unreadable and tamper-proof (AES-GCM) with ``SECRET_KEY``.
-        :param http_only: keep it from page scripts; pass ``False`` only if script must read it.
+        :param httponly: keep it from page scripts; pass ``False`` only if script must read it.
         :param secure: only over HTTPS; ``False`` also forbids prefix, ``SameSite=None`` and
             ``Partitioned``.
-        :param same_site: ``"Lax"``, ``"Strict"`` or ``"None"`` (needs ``secure``).
+        :param samesite: ``"Lax"``, ``"Strict"`` or ``"None"`` (needs ``secure``).
         :param path: the ``Path`` attribute.
         :param domain: the ``Domain`` attribute; ``None`` (the default) keeps the cookie on this
             exact host.
@@ -399,9 +386,9 @@ class Keepsake:
             max_age=max_age,
             signed=signed,
             encrypted=encrypted,
-            http_only=http_only,
+            httponly=httponly,
             secure=secure,
-            same_site=same_site,
+            samesite=samesite,
             path=path,
             domain=domain,
             partitioned=partitioned,
@@ -438,5 +425,5 @@ class Keepsake:
 
 def _store_unavailable(exc: StoreUnavailable) -> Response:
     logger.error("Session store unavailable: %s", exc)
-    engine: Engine = current_app.extensions["keepsake"]
-    return engine.unavailable_response(current_app._get_current_object())  # type: ignore[attr-defined]
+    engine = engine_of(current_app)
+    return engine.unavailable_response(engine.app)

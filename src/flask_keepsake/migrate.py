@@ -26,15 +26,14 @@ from itsdangerous import BadSignature, SignatureExpired
 
 from . import serialize
 from .errors import ConfigError, NotInitialized
-from .interface import Engine
-from .session import mark_loaded
-from .stores.base import SessionRecord
-from .tokens import fingerprint, new_handle
+from .interface import engine_of
+from .tokens import fingerprint
 
 if TYPE_CHECKING:
     from flask import Flask, Response
 
-    from .session import ServerSession
+    from .engine import Engine
+    from .session import ServerSession, SessionState
 
 __all__ = ["Loader", "adopt_old_sessions", "flask_cookie_loader"]
 
@@ -45,8 +44,8 @@ security_logger = logging.getLogger("flask_keepsake.security")
 #: :class:`itsdangerous.SignatureExpired` (it is too old); either makes the cookie be ignored.
 Loader = Callable[[str], Mapping[str, Any] | None]
 
-# Claims live in the session store beside the sessions, under keys no token can produce (a
-# token's key is the SHA-256 of the token alone).
+# Claims are markers in the session store (never counted as sessions), named by a digest of the
+# old cookie value, so the store never holds an old cookie that might still work elsewhere.
 _CLAIM_PREFIX = b"keepsake-adopted\x00"
 
 
@@ -104,13 +103,14 @@ def adopt_old_sessions(
     :raises ~flask_keepsake.errors.ConfigError: the names collide, or ``SECRET_KEY`` is missing
         for the default loader.
     """
-    engine = app.extensions.get("keepsake")
-    if not isinstance(engine, Engine):
+    try:
+        engine = engine_of(app)
+    except NotInitialized:
         raise NotInitialized(
             f"Keepsake is not set up on the application {app.name!r}: call adopt_old_sessions "
             "after Keepsake(app) or keepsake.init_app(app)."
-        )
-    if cookie_name == engine.settings.cookie_name:
+        ) from None
+    if cookie_name in (engine.cookie(app, None).name, app.session_interface.get_cookie_name(app)):
         raise ConfigError(
             "SESSION_COOKIE_NAME",
             f"Keepsake's session cookie and the old one are both named {cookie_name!r}, so "
@@ -146,7 +146,7 @@ class _Adopter:
         self.user_key = user_key
         self.lifetime = lifetime
 
-    def __call__(self, session: ServerSession) -> None:
+    def __call__(self, session: ServerSession, state: SessionState) -> None:
         request = session._request
         assert request is not None
         value = request.cookies.get(self.cookie_name)
@@ -159,14 +159,13 @@ class _Adopter:
                 session.modified = True
                 user_id = data.get(self.user_key) if self.user_key is not None else None
                 if user_id is not None:
-                    session._user_id = str(user_id)
+                    state.user_id = str(user_id)
                 security_logger.info(
                     "Adopted an old %r session cookie (fingerprint %s) into a new session%s.",
                     self.cookie_name,
                     fingerprint(value),
                     "" if user_id is None else f" of user {user_id}",
                 )
-        mark_loaded(session)
 
     def _load(self, value: str) -> dict[str, Any] | None:
         try:
@@ -211,18 +210,10 @@ class _Adopter:
     def _claim(self, value: str) -> bool:
         """Record in the store that ``value`` was adopted; False if it already was."""
         now = self.engine.clock()
-        key = hashlib.sha256(_CLAIM_PREFIX + value.encode("utf-8", "surrogateescape")).hexdigest()
-        claim = SessionRecord(
-            key=key,
-            handle=new_handle(),
-            created=now,
-            last_seen=now,
-            expires_at=now + self.lifetime,
-            absolute_expires_at=now + self.lifetime,
-        )
-        try:
-            self.engine.store.create(claim)
-        except ValueError:
+        name = hashlib.sha256(_CLAIM_PREFIX + value.encode("utf-8", "surrogateescape")).hexdigest()
+        if not self.engine.store.put_marker(
+            name, "adopted", now + self.lifetime, now, replace=False
+        ):
             security_logger.warning(
                 "Old %r session cookie (fingerprint %s) was already adopted; a replayed copy "
                 "gets a fresh session.",
@@ -233,8 +224,8 @@ class _Adopter:
         return True
 
     def _delete_old_cookie(self, response: Response) -> Response:
-        s = self.engine.settings
+        cookie = self.engine.cookie(self.engine.app, None)
         response.delete_cookie(
-            self.cookie_name, path=s.cookie_path, domain=s.cookie_domain, httponly=True
+            self.cookie_name, path=cookie.path, domain=cookie.domain, httponly=True
         )
         return response

@@ -1,9 +1,13 @@
 """The session object that ``flask.session`` is: a dict that remembers what it loaded.
 
-A request starts with an *unloaded* session that holds only the request. The first time the view
-touches it in any way, it loads its record from the store (one call) and turns into a plain
-:class:`ServerSession`, whose reads are ordinary ``dict`` reads. A request whose view never touches
-the session therefore makes no store call and parses no cookie.
+A request starts with an *unloaded* session that holds only the request and the engine. The first
+time anything touches it in any way, it loads its record from the store (one call) and turns into
+a plain :class:`ServerSession`, whose reads are ordinary ``dict`` reads. A request whose view
+never touches the session therefore makes no store call and parses no cookie.
+
+What the engine knows about the session (the token, the record it came from, what it loaded, a
+pending rotation) lives in one :class:`SessionState` object, never in the dict, so it never mixes
+with session data and one call (:meth:`SessionState.reset`) forgets it.
 """
 
 from __future__ import annotations
@@ -11,12 +15,76 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flask import has_request_context
+from flask import session as session_proxy
 from flask.sessions import SessionMixin
 
 if TYPE_CHECKING:
     from flask import Request
 
     from .stores.base import SessionRecord
+
+__all__ = ["ServerSession", "SessionState", "current_session", "is_loaded", "state_of"]
+
+
+class SessionState:
+    """The engine's knowledge of one request's session (never part of the session data).
+
+    Attributes are set by the engine; applications use :class:`ServerSession`'s properties and
+    the :class:`~flask_keepsake.Keepsake` API instead.
+    """
+
+    __slots__ = (
+        "absolute_until",
+        "auth_time",
+        "decoded",
+        "expires",
+        "loaded",
+        "lost_freshness",
+        "record",
+        "remember",
+        "rotate",
+        "rotated",
+        "stale_cookie",
+        "token",
+        "unavailable",
+        "user_id",
+    )
+
+    def __init__(self) -> None:
+        self.reset()
+        #: The store failed while loading: the response becomes a 503, whatever produced it.
+        self.unavailable = False
+
+    def reset(self) -> None:
+        """Forget the stored session: what a logout or revocation leaves behind."""
+        #: The cookie value sent by the client, if it had the shape of a token and was adopted.
+        self.token: str | None = None
+        #: The request carried a session cookie that was not adopted (malformed, unknown,
+        #: expired, revoked): remove it from the browser unless a new session replaces it.
+        self.stale_cookie = False
+        #: The request carried a token that was rotated away less than the grace window ago.
+        self.rotated = False
+        #: The stored record this session came from, or None.
+        self.record: SessionRecord | None = None
+        #: Serialized value of every key as loaded, to compute the delta at save.
+        self.loaded: dict[str, str] = {}
+        #: The values decoded at load and the texts they came from, so that saving can skip
+        #: serializing an immutable value that is still the very object loaded.
+        self.decoded: tuple[dict[str, Any], dict[str, str]] = ({}, {})
+        #: Pending token change: None, "login" or "regenerate".
+        self.rotate: str | None = None
+        #: The user the session is bound to (from the record, or set by login).
+        self.user_id: str | None = None
+        self.auth_time: float | None = None
+        #: The server-side expiry this request gives the session (epoch seconds), once known.
+        self.expires: float | None = None
+        #: Remember-me bookkeeping for this response: None, "set" or "clear".
+        self.remember: str | None = None
+        #: A persistent session came back after a long idle gap: no longer a fresh sign-in.
+        self.lost_freshness = False
+        #: A login restored from a remember-me grant may not outlive the grant (epoch seconds).
+        self.absolute_until: float | None = None
 
 
 class ServerSession(dict[str, Any], SessionMixin):
@@ -34,41 +102,17 @@ class ServerSession(dict[str, Any], SessionMixin):
     #: Whether the session was read or written during this request.
     accessed: bool
 
-    # Engine state, kept in attributes (not keys) so it never mixes with session data.
     _request: Request | None
     _loader: Callable[[ServerSession], None] | None
-    #: The cookie value sent by the client, if it had the shape of a token.
-    _token: str | None
-    #: The request carried a session cookie that was not adopted (malformed, unknown, expired).
-    _stale_cookie: bool
-    #: The stored record this session came from, or None.
-    _record: SessionRecord | None
-    #: Serialized value of every key as loaded, to compute the delta at save.
-    _loaded: dict[str, str]
-    #: The values decoded at load and the texts they came from, so that saving can skip
-    #: serializing an immutable value that is still the very object loaded.
-    _decoded: tuple[dict[str, Any], dict[str, str]]
-    #: Pending token change: None, "login" or "regenerate".
-    _rotate: str | None
-    #: The user the session is bound to (from the record, or set by login).
-    _user_id: str | None
-    _auth_time: float | None
+    _state: SessionState
 
     # Class-level defaults keep creating a session cheap: it happens on every request, and
-    # most attributes keep these values. They are only ever replaced, never mutated in place.
+    # most attributes keep these values.
     new = True
     modified = False
     accessed = True
     _request = None
     _loader = None
-    _token = None
-    _stale_cookie = False
-    _record = None
-    _loaded = {}
-    _decoded = ({}, {})
-    _rotate = None
-    _user_id = None
-    _auth_time = None
 
     # Mutations mark the session modified, the way Flask's CallbackDict-based session does.
     def __setitem__(self, key: str, value: Any) -> None:
@@ -110,12 +154,21 @@ class ServerSession(dict[str, Any], SessionMixin):
     @property
     def user_id(self) -> str | None:
         """The user this session is bound to by :meth:`Keepsake.login`, or ``None``."""
-        return self._user_id
+        return self._state.user_id
 
     @property
     def handle(self) -> str | None:
         """The public handle of the stored session, or ``None`` before it is stored."""
-        return self._record.handle if self._record is not None and self._rotate is None else None
+        state = self._state
+        return state.record.handle if state.record is not None and state.rotate is None else None
+
+    def _loaded_self(self) -> ServerSession:
+        # Reached through the flask.session proxy, this is the session object itself, loaded:
+        # the one public way to get at it (the request context is Flask's business).
+        if type(self) is _UnloadedSession:
+            assert self._loader is not None
+            self._loader(self)
+        return self
 
     def __reduce__(self) -> Any:
         # A session is bound to one request; copying it elsewhere would copy engine state too.
@@ -174,8 +227,14 @@ for _name in (
 del _name
 
 
-def mark_loaded(session: ServerSession) -> None:
+def new_unloaded(request: Request, loader: Callable[[ServerSession], None]) -> ServerSession:
+    """An unloaded session for ``request``; ``loader`` fills it on first use."""
+    return _UnloadedSession(request, loader)
+
+
+def mark_loaded(session: ServerSession, state: SessionState) -> None:
     """Turn an unloaded session into a plain :class:`ServerSession` (called by the loader)."""
+    session._state = state
     session.__class__ = ServerSession
     session.accessed = True
     session._loader = None
@@ -186,4 +245,18 @@ def is_loaded(session: object) -> bool:
     return type(session) is ServerSession
 
 
-__all__ = ["ServerSession"]
+def state_of(session: ServerSession) -> SessionState:
+    """The engine state of a loaded session."""
+    return session._state
+
+
+def current_session() -> ServerSession | None:
+    """The loaded Keepsake session of the current request; ``None`` outside a request or when
+    ``flask.session`` is not a Keepsake session."""
+    if not has_request_context():
+        return None
+    loaded = getattr(session_proxy, "_loaded_self", None)
+    if loaded is None:
+        return None
+    result: ServerSession = loaded()
+    return result

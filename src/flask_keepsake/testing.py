@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import serialize
-from .interface import Engine
+from .errors import NotInitialized
+from .interface import engine_of
 from .tokens import new_token, storage_key
 
 if TYPE_CHECKING:
@@ -36,9 +37,12 @@ def login_client(
     ``_fresh`` keys, so ``current_user`` is that user. Returns the session's public handle.
     """
     app = client.application
-    engine = app.extensions.get("keepsake")
-    if not isinstance(engine, Engine):
-        raise RuntimeError("login_client needs an application set up with Keepsake.")
+    try:
+        engine = engine_of(app)
+    except NotInitialized as exc:
+        raise RuntimeError(
+            f"login_client needs an application set up with Keepsake: {exc}"
+        ) from None
     values = dict(data or {})
     if hasattr(app, "login_manager"):
         values.setdefault("_user_id", str(user_id))
@@ -46,6 +50,7 @@ def login_client(
     token = new_token()
     now = engine.clock()
     record = engine.new_record(
+        app,
         storage_key(token),
         {k: serialize.dumps(v, k) for k, v in values.items()},
         now,
@@ -59,6 +64,6 @@ def login_client(
     with app.test_request_context("/"):
         from flask import request
 
-        name = engine.cookie_attributes(request)[0]
-    client.set_cookie(name, token, path=engine.settings.cookie_path)
+        cookie = engine.cookie(app, request)
+    client.set_cookie(cookie.name, token, path=cookie.path, domain=cookie.domain or "localhost")
     return record.handle

@@ -11,6 +11,7 @@ from demo_servers import FAST_HASH
 from flask import Flask
 from flask.testing import FlaskClient
 
+from flask_keepsake.interface import engine_of
 from keepsake_demo import create_app
 
 
@@ -27,7 +28,7 @@ def make_app(tmp_path: Path) -> Iterator[Any]:
 
     yield factory
     for app in apps:
-        app.extensions["keepsake"].store.close()
+        engine_of(app).store.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flask_keepsake import StoreUnavailable
+from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.base import SessionRecord
 from flask_keepsake.stores.memory import MemoryStore
 from keepsake_demo.accounts import DEMO_PASSWORD, DEMO_USERNAME
@@ -73,7 +74,7 @@ class _DownStore(MemoryStore):
 @contextmanager
 def store_down(app: Flask) -> Iterator[None]:
     """Make the session store of ``app`` unreachable inside the block."""
-    engine = app.extensions["keepsake"]
+    engine = engine_of(app)
     real = engine.store
     engine.store = _DownStore()
     try:

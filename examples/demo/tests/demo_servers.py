@@ -18,6 +18,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from flask_keepsake.interface import engine_of
 from keepsake_demo import create_app
 
 #: Chromium's flags for a headless run in a container (no sandbox, no network chatter).
@@ -98,7 +99,7 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=10)
-        self.app.extensions["keepsake"].store.close()
+        engine_of(self.app).store.close()
 
 
 def live_server(instance: Path, **config: Any) -> LiveServer:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from demo_servers import HttpClient, free_port, wait_for_port
 
+from flask_keepsake.interface import engine_of
 from keepsake_demo import create_app
 from keepsake_demo.secret import SECRET_FILE, load_or_create_secret
 
@@ -38,7 +39,7 @@ def test_instance_folder_created_with_databases(tmp_path: Path) -> None:
         db.close()
         assert stored.startswith("scrypt:")  # the default, slow on purpose
     finally:
-        app.extensions["keepsake"].store.close()
+        engine_of(app).store.close()
 
 
 def test_secret_key_survives_restart(tmp_path: Path) -> None:
@@ -49,8 +50,8 @@ def test_secret_key_survives_restart(tmp_path: Path) -> None:
         assert first.secret_key == second.secret_key
         assert len(str(first.secret_key)) >= 64
     finally:
-        first.extensions["keepsake"].store.close()
-        second.extensions["keepsake"].store.close()
+        engine_of(first).store.close()
+        engine_of(second).store.close()
 
 
 def test_secret_key_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +62,7 @@ def test_secret_key_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert app.secret_key == "from-the-environment-" + "x" * 40
         assert not (tmp_path / SECRET_FILE).exists()
     finally:
-        app.extensions["keepsake"].store.close()
+        engine_of(app).store.close()
 
 
 def test_secret_key_one_winner_when_processes_race(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_environment_configures_keepsake(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("FLASK_KEEPSAKE_COOKIE_SECURE", "true")
     monkeypatch.setenv("FLASK_TESTING", "true")
     app = create_app(instance_path=str(tmp_path))
-    engine = app.extensions["keepsake"]
+    engine = engine_of(app)
     assert engine.store.name == "memory"
     assert engine.settings.cookie_secure is True
     assert not (tmp_path / "keepsake.sqlite3").exists()
@@ -94,7 +95,7 @@ def test_environment_configures_keepsake(tmp_path: Path, monkeypatch: pytest.Mon
 def test_development_mode_cookie_is_safari_friendly(make_app: Any) -> None:
     """In debug mode, plain-HTTP loopback requests get a cookie without Secure or prefix."""
     app = make_app(DEBUG=True)
-    assert app.extensions["keepsake"].settings.cookie_secure == "auto"
+    assert engine_of(app).settings.cookie_secure == "auto"
     header = app.test_client().get("/").headers["Set-Cookie"]
     assert header.startswith("session=")
     assert "Secure" not in header

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from flask_keepsake.interface import engine_of
+
 
 def main(argv: list[str] | None = None) -> None:
     """Start the demo's development server and print where it listens."""
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     from .accounts import DEMO_PASSWORD, DEMO_USERNAME
 
     app = create_app()
-    store = app.extensions["keepsake"].store.describe()
+    store = engine_of(app).store.describe()
     shown = "localhost" if args.host in ("127.0.0.1", "::1", "localhost") else args.host
     print(
         f"\n  Keepsake demo: http://{shown}:{args.port}/\n"

@@ -51,9 +51,9 @@ def flags(entry: CookiePolicyEntry) -> list[str]:
     out = []
     if entry.secure:
         out.append("Secure")
-    if entry.http_only:
+    if entry.httponly:
         out.append("HttpOnly")
-    out.append(f"SameSite={entry.same_site}")
+    out.append(f"SameSite={entry.samesite}")
     if entry.signed:
         out.append("signed")
     if entry.encrypted:

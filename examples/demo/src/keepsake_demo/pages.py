@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import dump_cookie
 
 from flask_keepsake import SessionInfo, StoreUnavailable
-from flask_keepsake.interface import Engine
+from flask_keepsake.interface import Engine, engine_of
 
 from . import explain
 from .extensions import keepsake
@@ -45,7 +45,7 @@ FRESH_FOR = 600
 
 def engine() -> Engine:
     """The Keepsake engine of the current application."""
-    eng: Engine = current_app.extensions["keepsake"]
+    eng: Engine = engine_of(current_app)
     return eng
 
 

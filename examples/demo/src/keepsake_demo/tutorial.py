@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, make_response, render_template, request
 from werkzeug.http import dump_cookie
 
+from flask_keepsake.interface import engine_of
+
 from . import cookies, explain
 
 bp = Blueprint("tutorial", __name__)
@@ -29,7 +31,7 @@ def _secure() -> bool:
     Production: always. Development on plain-HTTP localhost: not, because Safari refuses Secure
     cookies there.
     """
-    return current_app.extensions["keepsake"].cookie_attributes(request)[1]  # type: ignore[no-any-return]
+    return engine_of(current_app).cookie_attributes(request)[1]  # type: ignore[no-any-return]
 
 
 def _last_set_cookie(response: Response, name: str) -> str:
@@ -60,7 +62,7 @@ def set_cookie() -> Response:
 def read_cookie() -> str:
     """The tutorial's second lesson: read the cookie back from the request."""
     value = request.cookies.get(TUTORIAL_COOKIE)
-    session_name = current_app.extensions["keepsake"].cookie_attributes(request)[0]
+    session_name = engine_of(current_app).cookie_attributes(request)[0]
     received = [(name, name == session_name) for name in sorted(request.cookies)]
     return render_template("read_cookie.html", value=value, received=received)
 
