@@ -99,8 +99,12 @@ class SpyStore(Store):
     def delete_user(self, user_id: str, now: float, *, except_key: str | None = None) -> int:
         return int(self._call("delete_user", user_id, now, except_key=except_key))
 
-    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
-        result: str | None = self._call("delete_handle", handle, now, user_id=user_id)
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
+        result: tuple[str, str | None] | None = self._call(
+            "delete_handle", handle, now, user_id=user_id
+        )
         return result
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:

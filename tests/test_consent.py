@@ -332,7 +332,11 @@ def test_policy_lists_flask_login_remember_cookie() -> None:
         remember, grant = site.keepsake.cookie_policy()[1:3]
     assert (remember.name, remember.category) == ("remember_token", "essential")
     assert remember.max_age == timedelta(days=30)
-    assert (grant.name, grant.category, grant.signed) == ("__Host-session_remember", "essential", True)
+    assert (grant.name, grant.category, grant.signed) == (
+        "__Host-session_remember",
+        "essential",
+        True,
+    )
     assert grant.max_age == timedelta(days=90)
 
 

@@ -19,9 +19,7 @@ COOKIE = "__Host-session"
 
 def _stored(app: Flask, client: object) -> dict[str, str]:
     cookie = client.get_cookie(COOKIE)  # type: ignore[attr-defined]
-    record = spy(app).inner.load(
-        tokens.storage_key(cookie.value), engine_of(app).clock()
-    )
+    record = spy(app).inner.load(tokens.storage_key(cookie.value), engine_of(app).clock())
     assert record is not None
     return record.data
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import weakref
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -748,18 +749,19 @@ class Engine:
 
     def mark_revoked(self, user_id: str) -> None:
         """Record that ``user_id``'s sessions were ended now: every remember-me grant issued
-        before this moment is refused from now on."""
+        before this moment is refused from now on.
+
+        Grants carry the user's *epoch* current when they were issued, a random value that each
+        logout or revocation replaces; comparing epochs rather than times holds even when a
+        revocation and a new grant fall in one clock tick.
+        """
         now = self.clock()
         until = now + self.settings.permanent_absolute_timeout
-        self.store.put_marker(_revoked_marker(user_id), repr(now), until, now)
+        self.store.put_marker(_revoked_marker(user_id), secrets.token_urlsafe(12), until, now)
 
-    def revoked_at(self, user_id: str) -> float | None:
-        """When ``user_id``'s sessions were last ended by logout or revocation, if ever."""
-        value = self.store.get_marker(_revoked_marker(user_id), self.clock())
-        try:
-            return None if value is None else float(value)
-        except ValueError:
-            return None
+    def epoch(self, user_id: str) -> str:
+        """The remember-me epoch of ``user_id``: empty until their sessions are first revoked."""
+        return self.store.get_marker(_revoked_marker(user_id), self.clock()) or ""
 
     def remember_cookie_name(self, app: Flask, request: Request | None) -> str:
         """The name of the remember-me grant cookie: the session cookie's, plus ``_remember``."""
@@ -779,8 +781,8 @@ class Engine:
         """When the request's remember-me grant for ``user_id`` was issued, if it is valid.
 
         Valid means: signed with a current or fallback ``SECRET_KEY``, for this user, younger
-        than ``KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT``, and issued after the user's sessions were
-        last revoked or logged out.
+        than ``KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT``, and issued since the user's sessions were
+        last revoked or logged out (in the user's current epoch).
         """
         signer = self._signer(app)
         values = cookie_values(request, self.remember_cookie_name(app, request))
@@ -788,13 +790,12 @@ class Engine:
             return None
         try:
             payload = signer.unprotect(values[0], int(self.settings.permanent_absolute_timeout))
-            owner, issued = json.loads(payload)
+            owner, epoch, issued = json.loads(payload)
         except (InvalidValue, ValueError, TypeError):
             return None
-        if owner != user_id or type(issued) is not float:
+        if owner != user_id or type(issued) is not float or type(epoch) is not str:
             return None
-        revoked = self.revoked_at(user_id)
-        if revoked is not None and issued <= revoked:
+        if epoch != self.epoch(user_id):
             return None
         return issued
 
@@ -813,7 +814,7 @@ class Engine:
         grant = replace(cookie, name=name)
         signer = self._signer(app)
         if state.remember == "set" and state.user_id is not None and signer is not None:
-            value = signer.protect(json.dumps([state.user_id, now]))
+            value = signer.protect(json.dumps([state.user_id, self.epoch(state.user_id), now]))
             until = now + self.settings.permanent_absolute_timeout
             self._set_cookie(response, grant, value, until)
         elif state.remember == "clear" and name in request.environ.get("HTTP_COOKIE", ""):

@@ -252,19 +252,18 @@ class Keepsake:
         """
         engine = self._engine()
         uid = None if user_id is None else str(user_id)
-        key = engine.store.delete_handle(handle, engine.clock(), user_id=uid)
-        if key is None:
+        deleted = engine.store.delete_handle(handle, engine.clock(), user_id=uid)
+        if deleted is None:
             return False
-        if uid is not None:
-            engine.mark_revoked(uid)
+        key, owner = deleted
+        if owner is not None:
+            engine.mark_revoked(owner)
         security_logger.info("Session %s revoked.", handle)
-        signals.session_revoked.send(engine.app, handle=handle, user_id=uid, count=1)
+        signals.session_revoked.send(engine.app, handle=handle, user_id=owner, count=1)
         session = current_session()
         if session is not None:
             record = state_of(session).record
             if record is not None and record.key == key:
-                if record.user_id is not None and uid is None:
-                    engine.mark_revoked(record.user_id)
                 engine.reset(session)
         return True
 

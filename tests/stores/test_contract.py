@@ -132,7 +132,7 @@ def test_create_reuses_the_handle_of_an_expired_record(store: Store) -> None:
     fresh = make_record("new", handle="shared")
     store.create(fresh)
     assert store.load(fresh.key, NOW) == fresh
-    assert store.delete_handle("shared", NOW) == fresh.key
+    assert store.delete_handle("shared", NOW) == (fresh.key, None)
 
 
 def test_concurrent_creates_of_one_key_let_exactly_one_win(store: Store) -> None:
@@ -419,7 +419,7 @@ def test_rename_updates_the_user_and_handle_indexes(store: Store) -> None:
     assert store.rename(old.key, new, NOW) is Outcome.DONE
     assert [record.key for record in store.list_user("u", NOW)] == [new.key]
     assert store.delete_handle(old.handle, NOW) is None
-    assert store.delete_handle("h-renamed", NOW) == new.key
+    assert store.delete_handle("h-renamed", NOW) == (new.key, "u")
 
 
 def test_rename_binds_an_anonymous_record_to_a_user(store: Store) -> None:
@@ -624,11 +624,14 @@ def test_delete_user_unknown_user_returns_zero(store: Store) -> None:
 # delete_handle
 
 
-def test_delete_handle_deletes_and_returns_the_key(store: Store) -> None:
-    """The live record with the handle is deleted and its key returned."""
-    record = make_record()
+def test_delete_handle_deletes_and_returns_the_key_and_user(store: Store) -> None:
+    """The live record with the handle is deleted; its key and user come back."""
+    record = make_record(user_id="u")
+    anonymous = make_record("anon")
     store.create(record)
-    assert store.delete_handle(record.handle, NOW) == record.key
+    store.create(anonymous)
+    assert store.delete_handle(record.handle, NOW) == (record.key, "u")
+    assert store.delete_handle(anonymous.handle, NOW) == (anonymous.key, None)
     assert store.load(record.key, NOW) is None
 
 
@@ -650,7 +653,7 @@ def test_delete_handle_scoped_to_the_owner_deletes(store: Store) -> None:
     """With the owner's user_id, the record is deleted."""
     record = make_record(user_id="u")
     store.create(record)
-    assert store.delete_handle(record.handle, NOW, user_id="u") == record.key
+    assert store.delete_handle(record.handle, NOW, user_id="u") == (record.key, "u")
     assert store.load(record.key, NOW) is None
 
 
@@ -819,7 +822,7 @@ def test_store_works_normally_after_delete_all(store: Store) -> None:
     assert store.list_user("u", NOW) == [fresh]
     assert store.user_counts(NOW, 10) == [("u", 1)]
     assert store.count(NOW) == 1
-    assert store.delete_handle(fresh.handle, NOW, user_id="u") == fresh.key
+    assert store.delete_handle(fresh.handle, NOW, user_id="u") == (fresh.key, "u")
     assert store.load(fresh.key, NOW) is None
     assert store.list_user("u", NOW) == []
     assert store.user_counts(NOW, 10) == []

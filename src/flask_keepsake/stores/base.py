@@ -275,11 +275,14 @@ class Store(abc.ABC):
         records were deleted."""
 
     @abc.abstractmethod
-    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
-        """Delete the live record whose public handle is ``handle`` and return its key.
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
+        """Delete the live record whose public handle is ``handle``.
 
-        When ``user_id`` is given, only a record bound to that user is deleted. Return ``None``
-        if there was no such live record.
+        When ``user_id`` is given, only a record bound to that user is deleted. Return the
+        deleted record's key and user id (``None`` if anonymous), or ``None`` if there was no
+        such live record.
         """
 
     @abc.abstractmethod

@@ -219,7 +219,9 @@ class MemoryStore(Store):
                     live += 1
             return live
 
-    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
         """Delete the live record named ``handle``; see :meth:`Store.delete_handle`."""
         with self._lock:
             key = self._by_handle.get(handle)
@@ -229,7 +231,7 @@ class MemoryStore(Store):
             if record is None or (user_id is not None and record.user_id != user_id):
                 return None
             self._remove(key)
-            return key
+            return key, record.user_id
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         """Delete up to ``batch_size`` expired records; see :meth:`Store.purge_expired`."""
