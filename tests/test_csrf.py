@@ -1,4 +1,4 @@
-"""CSRF: Flask-WTF tokens rotated at login, dropped at logout, its 400 when bad; the origin check."""
+"""CSRF: Flask-WTF tokens rotated at login, dropped at logout, its 400 if bad; the origin check."""
 
 from __future__ import annotations
 

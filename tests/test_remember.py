@@ -85,7 +85,7 @@ def _copy(app: Flask, client: Any, *names: str) -> Any:
 
 
 def test_remember_makes_a_persistent_session(make_app: AppFactory, clock: FakeClock) -> None:
-    """login_user(remember=True): the Keepsake cookie expires with the server's persistent session."""
+    """login_user(remember=True): the cookie expires with the server's persistent session."""
     app = _app(make_app)
     client = app.test_client()
     response = client.post("/in/7")
