@@ -226,7 +226,9 @@ class Engine:
             state.reset()
             state.unavailable = True
             mark_loaded(session, state)
-            raise
+            if not session._quiet:
+                raise
+            return
         mark_loaded(session, state)
         for hook in self.after_load:
             hook(self, session, state, request)

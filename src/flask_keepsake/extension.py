@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, got_request_exception
 
 from . import signals
 from .config import Settings
@@ -23,7 +23,7 @@ from .cookies import CookieRegistry, DeclaredCookie, current_jar, init_cookies
 from .engine import Engine, SessionCookie, is_persistent
 from .errors import KeepsakeError, NotInitialized, StoreUnavailable
 from .interface import KeepsakeSessionInterface, engine_of
-from .session import current_session, state_of
+from .session import current_session, handling_error, state_of
 from .store_url import store_from_url
 
 if TYPE_CHECKING:
@@ -130,6 +130,8 @@ class Keepsake:
         app.extensions["keepsake"] = self
         app.session_interface = self._interface(engine)
         app.register_error_handler(StoreUnavailable, _store_unavailable)
+        # Module-level and connected once for every app: nothing here holds the application.
+        got_request_exception.connect(_request_failed)
 
         from .cli import keepsake_cli
         from .integrations import connect_flask_login
@@ -420,6 +422,12 @@ class Keepsake:
         applies at once: a cookie set later in this request sees it.
         """
         return current_jar().set_consent(response, categories)
+
+
+def _request_failed(sender: Flask, exception: BaseException, **extra: object) -> None:
+    # Flask renders its 500 page next; if that page is the first to read the session while the
+    # store is down, the failure must not escape Flask (it would reach the WSGI server).
+    handling_error()
 
 
 def _store_unavailable(exc: StoreUnavailable) -> Response:

@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 
     from .stores.base import SessionRecord
 
-__all__ = ["ServerSession", "SessionState", "current_session", "is_loaded", "state_of"]
+__all__ = [
+    "ServerSession",
+    "SessionState",
+    "current_session",
+    "handling_error",
+    "is_loaded",
+    "state_of",
+]
 
 
 class SessionState:
@@ -105,6 +112,8 @@ class ServerSession(dict[str, Any], SessionMixin):
     _request: Request | None
     _loader: Callable[[ServerSession], None] | None
     _state: SessionState
+    #: Flask is handling an exception: a store failure while loading must not raise again.
+    _quiet: bool
 
     # Class-level defaults keep creating a session cheap: it happens on every request, and
     # most attributes keep these values.
@@ -113,6 +122,7 @@ class ServerSession(dict[str, Any], SessionMixin):
     accessed = True
     _request = None
     _loader = None
+    _quiet = False
 
     # Mutations mark the session modified, the way Flask's CallbackDict-based session does.
     def __setitem__(self, key: str, value: Any) -> None:
@@ -169,6 +179,9 @@ class ServerSession(dict[str, Any], SessionMixin):
             assert self._loader is not None
             self._loader(self)
         return self
+
+    def _handling_error(self) -> None:
+        self._quiet = True
 
     def __reduce__(self) -> Any:
         # A session is bound to one request; copying it elsewhere would copy engine state too.
@@ -248,6 +261,15 @@ def is_loaded(session: object) -> bool:
 def state_of(session: ServerSession) -> SessionState:
     """The engine state of a loaded session."""
     return session._state
+
+
+def handling_error() -> None:
+    """Flask is about to render its 500 page: from now on, a store failure while loading the
+    session leaves it empty instead of raising (the response becomes the 503 anyway)."""
+    if has_request_context():
+        mark = getattr(session_proxy, "_handling_error", None)
+        if mark is not None:
+            mark()
 
 
 def current_session() -> ServerSession | None:
