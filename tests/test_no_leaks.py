@@ -1,4 +1,4 @@
-"""An application with Keepsake is freed when its last reference goes, without the cycle collector."""
+"""An app with Keepsake is freed when its last reference goes, without the cycle collector."""
 
 from __future__ import annotations
 

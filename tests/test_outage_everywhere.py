@@ -1,4 +1,4 @@
-"""A store failure wherever the session is first read (view, template, error page, hook) is a 503."""
+"""A store failure wherever the session is first read (view, template, error page, hook): 503."""
 
 from __future__ import annotations
 
