@@ -27,15 +27,18 @@ def test_readme_starts_with_two_commands() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    """.ci/run ends with the README's test command, verbatim."""
+    """.ci/run runs the README's test command, verbatim, and then the peers' test suites."""
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] == _readme_commands()[1]
+    readme = ci.index(_readme_commands()[1])
+    assert ci[-1] == "python3 .ci/peers/run.py"
+    assert readme < len(ci) - 1
 
 
 def test_no_registry_host_names() -> None:
     """Packages are referred to by name only; no registry host names in the project files."""
     hosts = ("pypi.org", "files.pythonhosted", "deb.debian.org", "registry.npmjs")
-    for path in [ROOT / ".ci" / "run", ROOT / "README.md", ROOT / "pyproject.toml"]:
+    peers = sorted(p for p in (ROOT / ".ci" / "peers").iterdir() if p.is_file())
+    for path in [ROOT / ".ci" / "run", ROOT / "README.md", ROOT / "pyproject.toml", *peers]:
         text = path.read_text()
         assert not any(host in text for host in hosts), path
 
