@@ -310,3 +310,17 @@ def test_no_grant_without_remember(make_app: AppFactory) -> None:
     assert names == {COOKIE}
     assert "expires" not in parse_set_cookie(response.headers["Set-Cookie"])[2]
     assert tokens.is_token(client.get_cookie(COOKIE).value)  # type: ignore[union-attr]
+
+
+def test_remember_leaves_flask_permanent_alone(make_app: AppFactory) -> None:
+    """Remembered is the record's flag: session.permanent stays as the app set it."""
+    app = _app(make_app)
+
+    @app.get("/permanent")
+    def permanent() -> str:
+        return str(session.permanent)
+
+    client = app.test_client()
+    client.post("/in/7")
+    assert client.get("/permanent").text == "False"
+    assert "expires" in parse_set_cookie(client.get("/me").headers["Set-Cookie"])[2]

@@ -83,9 +83,10 @@ class SessionCookie:
     partitioned: bool
 
 
-def is_persistent(data: dict[str, str]) -> bool:
-    """Whether stored session data belongs to a persistent session (``session.permanent``)."""
-    return data.get(_PERMANENT) == _TRUE
+def is_persistent(record: SessionRecord, data: dict[str, str] | None = None) -> bool:
+    """Whether a stored session is persistent: remembered at sign-in, or ``session.permanent``
+    (in ``data``, default the record's)."""
+    return record.remembered or (record.data if data is None else data).get(_PERMANENT) == _TRUE
 
 
 class Engine:
@@ -295,10 +296,12 @@ class Engine:
         state.user_id = record.user_id
         state.auth_time = record.auth_time
         state.expires = record.expires_at
+        state.remembered = record.remembered
+        state.persistent = is_persistent(record)
         if (
             record.auth_time is not None
             and now - record.last_seen > self.settings.idle_timeout
-            and is_persistent(record.data)
+            and state.persistent
         ):
             # Back after longer than a browser session may idle: still signed in, but no
             # longer a fresh sign-in (step-up asks for the password again).
@@ -340,6 +343,7 @@ class Engine:
         auth_time: float | None,
         *,
         persistent: bool = False,
+        remembered: bool = False,
         absolute_until: float | None = None,
     ) -> SessionRecord:
         """A record for a session that starts now, under the policy its kind asks for."""
@@ -360,6 +364,7 @@ class Engine:
             auth_time=auth_time,
             ip=request.remote_addr if request is not None else None,
             user_agent=user_agent[:_MAX_USER_AGENT] if user_agent else None,
+            remembered=remembered,
         )
 
     def save(self, app: Flask, session: ServerSession, response: Response) -> None:
@@ -418,7 +423,8 @@ class Engine:
     ) -> None:
         record = state.record
         now = self.clock()
-        persistent = bool(session.permanent)
+        persistent = state.remembered or bool(session.permanent)
+        state.persistent = persistent
 
         if record is None:
             if not data and state.user_id is None:
@@ -448,7 +454,7 @@ class Engine:
 
         changed = {k: v for k, v in data.items() if loaded.get(k) != v}
         deleted = [k for k in loaded if k not in data]
-        was_persistent = is_persistent(loaded)
+        was_persistent = is_persistent(record, loaded)
         interface = self.interface(app)
         send_cookie = interface.should_set_cookie(app, session)
         touch: Touch | None = None
@@ -516,6 +522,7 @@ class Engine:
             state.user_id,
             state.auth_time,
             persistent=persistent,
+            remembered=state.remembered,
             absolute_until=state.absolute_until,
         )
         self.store.create(record)
@@ -554,6 +561,7 @@ class Engine:
                 state.user_id,
                 state.auth_time,
                 persistent=persistent,
+                remembered=state.remembered,
                 absolute_until=state.absolute_until,
             )
         else:
@@ -567,6 +575,7 @@ class Engine:
                 expires_at=min(now + idle, absolute),
                 absolute_expires_at=absolute,
                 auth_time=state.auth_time,
+                remembered=state.remembered,
             )
         outcome = self.store.rename(
             record.key,
@@ -678,8 +687,10 @@ class Engine:
         state.lost_freshness = False
         state.rotate = "login"
         state.absolute_until = absolute_until
-        if remember:
-            session.permanent = True
+        # Remembered is the record's own flag, not Flask's session.permanent: Flask-Login's
+        # strong session protection treats permanent sessions differently, and must not see
+        # one here.
+        state.remembered = remember
         self.drop_csrf(session)
 
     def reauthenticated(self, session: ServerSession) -> None:

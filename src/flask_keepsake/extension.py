@@ -184,8 +184,8 @@ class Keepsake:
         :param fresh: the user just proved who they are (a password, not a remember-me grant).
         :param remember: make it a persistent session ("keep me signed in on this device"):
             its cookie outlives the browser and it lasts ``PERMANENT_SESSION_LIFETIME`` without
-            use, at most ``KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT``. ``False`` leaves
-            ``session.permanent`` as it is.
+            use, at most ``KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT``. It is kept with the session,
+            apart from ``session.permanent``, which also makes a session persistent.
         """
         engine, session = self._session()
         engine.login(session, user_id, fresh=fresh, remember=remember)
@@ -288,7 +288,7 @@ class Keepsake:
             state = state_of(session)
             if state.record is not None and state.record.key == current_key:
                 if keep_current:
-                    if session.permanent and state.user_id == uid:
+                    if state.remembered and state.user_id == uid:
                         # This device stays remembered: a grant newer than the revocation.
                         state.remember = "set"
                 else:
@@ -319,7 +319,7 @@ class Keepsake:
             ip=record.ip,
             user_agent=record.user_agent,
             current=current,
-            persistent=is_persistent(record.data),
+            persistent=is_persistent(record),
         )
 
     # -- declared cookies ------------------------------------------------------------------

@@ -91,12 +91,15 @@ class KeepsakeSessionInterface(SessionInterface):
         return "Lax" if samesite is None else samesite
 
     def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
-        """When the cookie of a persistent session expires: exactly when the server's record
-        does. ``None`` (a browser-session cookie) otherwise."""
-        if not session.permanent or not is_loaded(session):
+        """When the cookie of a persistent session (``session.permanent``, or remembered at
+        sign-in) expires: exactly when the server's record does. ``None`` (a browser-session
+        cookie) otherwise."""
+        if not is_loaded(session):
             return None
-        expires = state_of(session).expires  # type: ignore[arg-type]
-        return None if expires is None else datetime.fromtimestamp(expires, UTC)
+        state = state_of(session)  # type: ignore[arg-type]
+        if not state.persistent or state.expires is None:
+            return None
+        return datetime.fromtimestamp(state.expires, UTC)
 
     def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
         """Whether to send the unchanged token again, to renew a persistent cookie's expiry.

@@ -48,8 +48,10 @@ class SessionState:
         "expires",
         "loaded",
         "lost_freshness",
+        "persistent",
         "record",
         "remember",
+        "remembered",
         "rotate",
         "rotated",
         "stale_cookie",
@@ -88,6 +90,10 @@ class SessionState:
         self.expires: float | None = None
         #: Remember-me bookkeeping for this response: None, "set" or "clear".
         self.remember: str | None = None
+        #: The user asked to be remembered on this device (kept in the record).
+        self.remembered = False
+        #: Whether the session is persistent (remembered, or ``session.permanent``), once known.
+        self.persistent = False
         #: A persistent session came back after a long idle gap: no longer a fresh sign-in.
         self.lost_freshness = False
         #: A login restored from a remember-me grant may not outlive the grant (epoch seconds).

@@ -53,6 +53,7 @@ def test_create_then_load_round_trips_every_field(store: Store) -> None:
         auth_time=NOW - 5.0,
         ip="2001:db8::1",
         user_agent="Mozilla/5.0 (X11; Linux x86_64) ✓",
+        remembered=True,
     )
     store.create(record)
     assert store.load(record.key, NOW) == record

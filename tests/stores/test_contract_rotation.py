@@ -104,6 +104,18 @@ def test_touch_of_a_renamed_key_is_followed_and_writes_nothing(store: Store) -> 
     assert store.load(key_for("new"), NOW + 7) is not None
 
 
+def test_rename_sets_the_remembered_flag_of_the_new_record(store: Store) -> None:
+    """A login with remember-me renames into a remembered record; list_user shows it."""
+    store.create(make_record("old", user_id="u"))
+    new = make_record("new", user_id="u", remembered=True)
+    assert store.rename(key_for("old"), new, NOW) is Outcome.DONE
+    loaded = store.load(key_for("new"), NOW)
+    assert loaded is not None
+    assert loaded is not ROTATED
+    assert loaded.remembered is True
+    assert [record.remembered for record in store.list_user("u", NOW)] == [True]
+
+
 def test_rename_of_a_renamed_key_is_rotated_and_writes_nothing(store: Store) -> None:
     """A second login with the old token finds the tombstone: ROTATED, no new record."""
     rotate(store)

@@ -65,6 +65,9 @@ class SessionRecord:
     :param auth_time: when the user last authenticated, or ``None``.
     :param ip: the client address seen when the session was created or bound to a user.
     :param user_agent: the ``User-Agent`` seen at the same moment (truncated by the caller).
+    :param remembered: the user asked to be remembered on this device at sign-in ("keep me
+        signed in"): the engine treats the session as persistent whatever ``session.permanent``
+        says.
     """
 
     key: str
@@ -78,6 +81,7 @@ class SessionRecord:
     auth_time: float | None = None
     ip: str | None = None
     user_agent: str | None = None
+    remembered: bool = False
 
     def copy(self) -> SessionRecord:
         """A copy with its own ``data`` dict, for stores that keep records in memory.
@@ -98,6 +102,7 @@ class SessionRecord:
             self.auth_time,
             self.ip,
             self.user_agent,
+            self.remembered,
         )
 
 
