@@ -110,6 +110,10 @@ class KeepsakeSessionInterface(SessionInterface):
         and only when the session was modified without it; a browser-session cookie has no
         expiry to renew.
         """
+        if is_loaded(session):
+            persistent = state_of(session).persistent  # type: ignore[arg-type]
+        else:
+            persistent = session.permanent
         return bool(
-            session.permanent and (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"])
+            persistent and (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"])
         )
