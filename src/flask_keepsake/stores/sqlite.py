@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import StoreUnavailable
-from .base import SessionRecord, Store, Touch
+from .base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
 
 # An ordinary rowid table, not WITHOUT ROWID: a WITHOUT ROWID table keeps whole rows in its interior
 # B-tree pages, so with rows of several hundred bytes an interior page held about ten of them and
@@ -43,6 +43,22 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX IF NOT EXISTS keepsake_sessions_expires_at ON keepsake_sessions (expires_at)",
     "CREATE INDEX IF NOT EXISTS keepsake_sessions_user_id ON keepsake_sessions (user_id, created)",
+    # Tombstones and markers live in tables of their own, so no query over sessions (count,
+    # listings, revocation, purging by rowid) ever has to tell them apart from records. Their rows
+    # are a few dozen bytes, so WITHOUT ROWID (one B-tree instead of a table plus a key index)
+    # costs none of what it cost the sessions table.
+    """CREATE TABLE IF NOT EXISTS keepsake_tombstones (
+        key BLOB PRIMARY KEY,
+        successor BLOB NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS keepsake_tombstones_expires_at ON keepsake_tombstones (expires_at)",
+    """CREATE TABLE IF NOT EXISTS keepsake_markers (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS keepsake_markers_expires_at ON keepsake_markers (expires_at)",
 )
 
 # Statement texts are constants so that sqlite3's per-connection statement cache always hits.
@@ -70,6 +86,35 @@ _APPLY_TOUCH: Final = (
 _TOUCH: Final = (
     "UPDATE keepsake_sessions SET last_seen = ?, expires_at = ? WHERE key = ? AND expires_at > ?"
 )
+# A touch that also moves the absolute expiry or ends freshness is rare (a change of policy, a
+# long idle): it gets statements of its own so that the usual ones above stay as small as they are.
+_APPLY_TOUCH_POLICY: Final = (
+    "UPDATE keepsake_sessions SET data = json_patch(data, ?1), last_seen = ?2, expires_at = ?3, "
+    "absolute_expires_at = coalesce(?4, absolute_expires_at), "
+    "auth_time = CASE WHEN ?5 THEN NULL ELSE auth_time END WHERE key = ?6 AND expires_at > ?7"
+)
+_TOUCH_POLICY: Final = (
+    "UPDATE keepsake_sessions SET last_seen = ?1, expires_at = ?2, "
+    "absolute_expires_at = coalesce(?3, absolute_expires_at), "
+    "auth_time = CASE WHEN ?4 THEN NULL ELSE auth_time END WHERE key = ?5 AND expires_at > ?6"
+)
+_SELECT_DATA: Final = "SELECT data, handle FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
+_SUCCESSOR: Final = "SELECT successor FROM keepsake_tombstones WHERE key = ? AND expires_at > ?"
+_PUT_TOMBSTONE: Final = (
+    "INSERT OR REPLACE INTO keepsake_tombstones (key, successor, expires_at) VALUES (?, ?, ?)"
+)
+_PUT_MARKER: Final = (
+    "INSERT OR REPLACE INTO keepsake_markers (name, value, expires_at) VALUES (?, ?, ?)"
+)
+# One statement, so two processes claiming the same marker cannot both win: the insert, or the
+# takeover of an expired marker, happens under SQLite's write lock, and a live marker makes the
+# statement change no row.
+_CLAIM_MARKER: Final = (
+    "INSERT INTO keepsake_markers (name, value, expires_at) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
+    "WHERE keepsake_markers.expires_at <= ?4"
+)
+_GET_MARKER: Final = "SELECT value FROM keepsake_markers WHERE name = ? AND expires_at > ?"
 _DELETE: Final = "DELETE FROM keepsake_sessions WHERE key = ?"
 _DELETE_LIVE: Final = "DELETE FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
 # A new record may take the key or handle of an expired one that purge_expired has not reached.
@@ -92,6 +137,14 @@ _PURGE: Final = (
     "DELETE FROM keepsake_sessions WHERE rowid IN "
     "(SELECT rowid FROM keepsake_sessions WHERE expires_at <= ? LIMIT ?)"
 )
+_PURGE_TOMBSTONES: Final = (
+    "DELETE FROM keepsake_tombstones WHERE key IN "
+    "(SELECT key FROM keepsake_tombstones WHERE expires_at <= ? LIMIT ?)"
+)
+_PURGE_MARKERS: Final = (
+    "DELETE FROM keepsake_markers WHERE name IN "
+    "(SELECT name FROM keepsake_markers WHERE expires_at <= ? LIMIT ?)"
+)
 _COUNT: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at > ?"
 _COUNT_EXPIRED: Final = "SELECT count(*) FROM keepsake_sessions WHERE expires_at <= ?"
 _USER_COUNTS: Final = (
@@ -100,6 +153,21 @@ _USER_COUNTS: Final = (
     "GROUP BY user_id ORDER BY n DESC, user_id LIMIT ?"
 )
 _DELETE_ALL: Final = "DELETE FROM keepsake_sessions"
+_DELETE_ALL_TOMBSTONES: Final = "DELETE FROM keepsake_tombstones"
+_DELETE_ALL_MARKERS: Final = "DELETE FROM keepsake_markers"
+# Used only after sqlite3 failed to decode a text column as UTF-8 (a row written by hand): the same
+# rows with every text column as bytes, so that one bad row is skipped instead of failing the call.
+_SELECT_RAW: Final = (
+    "SELECT key, CAST(handle AS BLOB), CAST(data AS BLOB), CAST(user_id AS BLOB), created, "
+    "last_seen, expires_at, absolute_expires_at, auth_time, CAST(ip AS BLOB), "
+    "CAST(user_agent AS BLOB) FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
+)
+_LIST_USER_RAW: Final = (
+    "SELECT key, CAST(handle AS BLOB), CAST(data AS BLOB), CAST(user_id AS BLOB), created, "
+    "last_seen, expires_at, absolute_expires_at, auth_time, CAST(ip AS BLOB), "
+    "CAST(user_agent AS BLOB) FROM keepsake_sessions WHERE user_id = ? AND expires_at > ? "
+    "ORDER BY created, key"
+)
 _TABLE_SQL: Final = (
     "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'keepsake_sessions'"
 )
@@ -128,20 +196,24 @@ def _unpacked(value: bytes | str) -> str:
     return value.hex() if isinstance(value, bytes) else value
 
 
-def _row_to_record(row: tuple[Any, ...]) -> SessionRecord:
-    return SessionRecord(
-        key=_unpacked(row[0]),
-        handle=row[1],
-        data=json.loads(row[2]),
-        user_id=row[3],
-        created=row[4],
-        last_seen=row[5],
-        expires_at=row[6],
-        absolute_expires_at=row[7],
-        auth_time=row[8],
-        ip=row[9],
-        user_agent=row[10],
+#: Where sqlite3 returns the text columns of a session row (handle, data, user_id, ip, user_agent).
+_TEXT_COLUMNS: Final = ((1, "handle"), (2, "data"), (3, "user_id"), (9, "ip"), (10, "user_agent"))
+
+
+def _undecodable(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is sqlite3 failing to decode a stored text column as UTF-8.
+
+    That error comes from the Python module, not from SQLite (so it has no error code), and it
+    says nothing about the connection: only the row is bad.
+    """
+    return getattr(exc, "sqlite_errorcode", None) is None and str(exc).startswith(
+        "Could not decode to UTF-8"
     )
+
+
+def _malformed(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is ``json_patch`` refusing stored data that is not JSON (a bad row)."""
+    return "malformed JSON" in str(exc)
 
 
 def _record_params(record: SessionRecord) -> tuple[Any, ...]:
@@ -158,6 +230,14 @@ def _record_params(record: SessionRecord) -> tuple[Any, ...]:
         record.ip,
         record.user_agent,
     )
+
+
+def _patch_text(changed: Mapping[str, str], deleted: Collection[str]) -> str:
+    """The delta as an RFC 7396 merge patch: values are strings, so null can only mean delete."""
+    patch: dict[str, str | None] = dict(changed)
+    for name in deleted:
+        patch[name] = None
+    return json.dumps(patch, separators=(",", ":"))
 
 
 def _unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
@@ -400,13 +480,27 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
 
-    def load(self, key: str, now: float) -> SessionRecord | None:
-        """Return the live record under ``key`` in one SELECT; see :meth:`Store.load`."""
+    def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
+        """Return the live record under ``key`` in one SELECT; see :meth:`Store.load`.
+
+        Only a miss costs a second, small SELECT, to tell a rotation tombstone from nothing.
+        """
+        packed = _packed(key)
+        conn = self._conn()
         try:
-            row = self._conn().execute(_SELECT, (_packed(key), now)).fetchone()
+            row = conn.execute(_SELECT, (packed, now)).fetchone()
+            if row is None:
+                rotated = conn.execute(_SUCCESSOR, (packed, now)).fetchone() is not None
+                return ROTATED if rotated else None
         except sqlite3.Error as exc:
-            raise _unavailable(self.path, exc) from exc
-        return None if row is None else _row_to_record(row)
+            if not _undecodable(exc):
+                raise _unavailable(self.path, exc) from exc
+            try:
+                row = conn.execute(_SELECT_RAW, (packed, now)).fetchone()
+            except sqlite3.Error as raw_exc:
+                raise _unavailable(self.path, raw_exc) from raw_exc
+            return None if row is None else self._raw_record(row)
+        return self._record(row)
 
     def apply(
         self,
@@ -415,59 +509,127 @@ class SQLiteStore(Store):
         deleted: Collection[str],
         now: float,
         touch: Touch | None = None,
-    ) -> bool:
+    ) -> Outcome:
         """Apply a per-key delta in one UPDATE; see :meth:`Store.apply`.
 
-        A key named in both ``changed`` and ``deleted`` ends up deleted.
+        A key named in both ``changed`` and ``deleted`` ends up deleted. Only when no live
+        record matched does the store look for a tombstone and follow it.
         """
-        patch: dict[str, str | None] = dict(changed)
-        for name in deleted:
-            patch[name] = None
-        text = json.dumps(patch, separators=(",", ":"))
+        text = _patch_text(changed, deleted)
+        target = _packed(key)
+        statement: str
         params: tuple[object, ...]
         if touch is None:
-            statement, params = _APPLY, (text, _packed(key), now)
-        else:
+            statement, params = _APPLY, (text, target, now)
+        elif touch.absolute_expires_at is None and not touch.stale:
             statement = _APPLY_TOUCH
-            params = (text, touch.last_seen, touch.expires_at, _packed(key), now)
-        try:
-            cursor = self._conn().execute(statement, params)
-        except sqlite3.Error as exc:
-            raise _unavailable(self.path, exc) from exc
-        return cursor.rowcount > 0
-
-    def touch(self, key: str, touch: Touch, now: float) -> bool:
-        """Refresh ``last_seen`` and ``expires_at``; see :meth:`Store.touch`."""
-        try:
-            cursor = self._conn().execute(
-                _TOUCH, (touch.last_seen, touch.expires_at, _packed(key), now)
+            params = (text, touch.last_seen, touch.expires_at, target, now)
+        else:
+            statement = _APPLY_TOUCH_POLICY
+            params = (
+                text,
+                touch.last_seen,
+                touch.expires_at,
+                touch.absolute_expires_at,
+                touch.stale,
+                target,
+                now,
             )
+        conn = self._conn()
+        try:
+            if conn.execute(statement, params).rowcount:
+                return Outcome.DONE
+            # Tombstones never change once written, so following one outside a transaction is
+            # safe: if the record it names is renamed meanwhile, the next step follows again.
+            for _ in range(MAX_FOLLOW):
+                row = conn.execute(_SUCCESSOR, (target, now)).fetchone()
+                if row is None:
+                    return Outcome.GONE
+                target = row[0]
+                # The touch belongs to the old key's request; the new record's expiry is newer.
+                if conn.execute(_APPLY, (text, target, now)).rowcount:
+                    return Outcome.FOLLOWED
+            return Outcome.GONE
+        except sqlite3.Error as exc:
+            if _malformed(exc):
+                self.log_unreadable(_unpacked(target), "its data is not JSON")
+                return Outcome.GONE
+            raise _unavailable(self.path, exc) from exc
+
+    def touch(self, key: str, touch: Touch, now: float) -> Outcome:
+        """Refresh ``last_seen`` and ``expires_at``; see :meth:`Store.touch`."""
+        packed = _packed(key)
+        statement: str
+        params: tuple[object, ...]
+        if touch.absolute_expires_at is None and not touch.stale:
+            statement, params = _TOUCH, (touch.last_seen, touch.expires_at, packed, now)
+        else:
+            statement = _TOUCH_POLICY
+            params = (
+                touch.last_seen,
+                touch.expires_at,
+                touch.absolute_expires_at,
+                touch.stale,
+                packed,
+                now,
+            )
+        conn = self._conn()
+        try:
+            if conn.execute(statement, params).rowcount:
+                return Outcome.DONE
+            followed = conn.execute(_SUCCESSOR, (packed, now)).fetchone() is not None
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
-        return cursor.rowcount > 0
+        return Outcome.FOLLOWED if followed else Outcome.GONE
 
-    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
-        """Swap the record under ``old_key`` for ``record`` in one transaction.
+    def rename(
+        self,
+        old_key: str,
+        record: SessionRecord,
+        now: float,
+        *,
+        changed: Mapping[str, str] | None = None,
+        deleted: Collection[str] = (),
+        grace: float = 0.0,
+    ) -> Outcome:
+        """Move the live record under ``old_key`` to ``record.key`` in one transaction.
 
-        See :meth:`Store.rename`. Raise ``ValueError``, changing nothing, if another live record
-        already holds ``record.key`` or ``record.handle``.
+        See :meth:`Store.rename`. The data is read inside the transaction, so a write that
+        reached the old record just before is carried over. Raise ``ValueError``, changing
+        nothing, if another live record already holds ``record.key`` or ``record.handle``.
         """
+        old = _packed(old_key)
+        params = list(_record_params(record))
         conn = self._conn()
         try:
             with _immediate(conn):
+                row = conn.execute(_SELECT_DATA, (old, now)).fetchone()
+                if row is None:
+                    rotated = conn.execute(_SUCCESSOR, (old, now)).fetchone() is not None
+                    return Outcome.ROTATED if rotated else Outcome.GONE
+                data = self._stored_data(old_key, row[0], row[1])
+                if data is None:
+                    return Outcome.GONE
+                data.update(changed or {})
+                for name in deleted:
+                    data.pop(name, None)
+                params[2] = json.dumps(data, separators=(",", ":"))
                 # Deleting first frees the handle, which the new record usually keeps.
-                if conn.execute(_DELETE_LIVE, (_packed(old_key), now)).rowcount == 0:
-                    return False
-                params = _record_params(record)
+                conn.execute(_DELETE, (old,))
                 conn.execute(_DELETE_EXPIRED_HOLDERS, (params[0], record.handle, now))
                 conn.execute(_INSERT, params)
+                if grace > 0 and params[0] != old:
+                    conn.execute(_PUT_TOMBSTONE, (old, params[0], now + grace))
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 "a live session record with this key or handle already exists"
             ) from exc
         except sqlite3.Error as exc:
+            if _undecodable(exc):
+                self.log_unreadable(old_key, "a text column is not valid UTF-8")
+                return Outcome.GONE
             raise _unavailable(self.path, exc) from exc
-        return True
+        return Outcome.DONE
 
     def delete(self, key: str) -> bool:
         """Delete the record under ``key``; see :meth:`Store.delete`.
@@ -483,11 +645,19 @@ class SQLiteStore(Store):
 
     def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
         """Return the user's live records, oldest first; see :meth:`Store.list_user`."""
+        conn = self._conn()
         try:
-            rows = self._conn().execute(_LIST_USER, (user_id, now)).fetchall()
+            rows = conn.execute(_LIST_USER, (user_id, now)).fetchall()
+            decode = self._record
         except sqlite3.Error as exc:
-            raise _unavailable(self.path, exc) from exc
-        return [_row_to_record(row) for row in rows]
+            if not _undecodable(exc):
+                raise _unavailable(self.path, exc) from exc
+            try:
+                rows = conn.execute(_LIST_USER_RAW, (user_id, now)).fetchall()
+            except sqlite3.Error as raw_exc:
+                raise _unavailable(self.path, raw_exc) from raw_exc
+            decode = self._raw_record
+        return [record for row in rows if (record := decode(row)) is not None]
 
     def delete_user(self, user_id: str, now: float, *, except_key: str | None = None) -> int:
         """Delete the user's live records except ``except_key``; see :meth:`Store.delete_user`.
@@ -517,11 +687,37 @@ class SQLiteStore(Store):
         """Delete up to ``batch_size`` expired records; see :meth:`Store.purge_expired`."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        conn = self._conn()
         try:
-            cursor = self._conn().execute(_PURGE, (now, batch_size))
+            purged = conn.execute(_PURGE, (now, batch_size)).rowcount
+            for statement in (_PURGE_TOMBSTONES, _PURGE_MARKERS):
+                if purged >= batch_size:
+                    break
+                purged += conn.execute(statement, (now, batch_size - purged)).rowcount
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
-        return cursor.rowcount
+        return purged
+
+    def put_marker(
+        self, name: str, value: str, expires_at: float, now: float, *, replace: bool = True
+    ) -> bool:
+        """Store a marker in one statement; see :meth:`Store.put_marker`."""
+        try:
+            if replace:
+                self._conn().execute(_PUT_MARKER, (name, value, expires_at))
+                return True
+            cursor = self._conn().execute(_CLAIM_MARKER, (name, value, expires_at, now))
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return cursor.rowcount > 0
+
+    def get_marker(self, name: str, now: float) -> str | None:
+        """Return a live marker's value; see :meth:`Store.get_marker`."""
+        try:
+            row = self._conn().execute(_GET_MARKER, (name, now)).fetchone()
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+        return None if row is None else str(row[0])
 
     def count(self, now: float) -> int:
         """Return the number of live records; see :meth:`Store.count`."""
@@ -542,15 +738,20 @@ class SQLiteStore(Store):
         return [(str(row[0]), int(row[1])) for row in rows]
 
     def delete_all(self) -> int:
-        """Delete every record in one statement; see :meth:`Store.delete_all`.
+        """Delete every record, tombstone and marker in one transaction; see
+        :meth:`Store.delete_all`.
 
         Other tables in the same file are left alone.
         """
+        conn = self._conn()
         try:
-            cursor = self._conn().execute(_DELETE_ALL)
+            with _immediate(conn):
+                deleted = conn.execute(_DELETE_ALL).rowcount
+                conn.execute(_DELETE_ALL_TOMBSTONES)
+                conn.execute(_DELETE_ALL_MARKERS)
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
-        return cursor.rowcount
+        return deleted
 
     def _count(self, statement: str, now: float) -> int:
         try:
@@ -558,3 +759,58 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise _unavailable(self.path, exc) from exc
         return int(row[0])
+
+    def _record(self, row: tuple[Any, ...]) -> SessionRecord | None:
+        """Build the record of a session row, or log the row as unreadable and return None."""
+        data = self._stored_data(row[0], row[2], row[1])
+        if data is None:
+            return None
+        return SessionRecord(
+            key=_unpacked(row[0]),
+            handle=row[1],
+            data=data,
+            user_id=row[3],
+            created=row[4],
+            last_seen=row[5],
+            expires_at=row[6],
+            absolute_expires_at=row[7],
+            auth_time=row[8],
+            ip=row[9],
+            user_agent=row[10],
+        )
+
+    def _raw_record(self, row: tuple[Any, ...]) -> SessionRecord | None:
+        """:meth:`_record` for a row read with :data:`_SELECT_RAW` (text columns as bytes)."""
+        values = list(row)
+        for index, column in _TEXT_COLUMNS:
+            value = values[index]
+            if isinstance(value, bytes):
+                try:
+                    values[index] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    handle = values[1] if isinstance(values[1], str) else None
+                    self.log_unreadable(
+                        _unpacked(row[0]), f"its {column} is not valid UTF-8", handle
+                    )
+                    return None
+        return self._record(tuple(values))
+
+    def _stored_data(self, key: bytes | str, text: object, handle: object) -> dict[str, str] | None:
+        """Decode a row's ``data`` column, or log the row as unreadable and return None.
+
+        Anything but a JSON object of strings (a row written by hand, a torn copy) is unreadable:
+        handing it on would fail far from here, in the engine, or turn into a 500.
+        """
+        try:
+            if type(text) is not str:
+                raise TypeError(f"its data is {type(text).__name__}, not text")
+            data = json.loads(text)
+            if type(data) is not dict:
+                raise TypeError(f"its data is a JSON {type(data).__name__}, not an object")
+            for value in data.values():
+                if type(value) is not str:
+                    raise TypeError("its data holds a value that is not a string")
+        except (ValueError, TypeError, RecursionError) as exc:
+            self.log_unreadable(_unpacked(key), exc, handle if isinstance(handle, str) else None)
+            return None
+        return data
