@@ -310,6 +310,19 @@ def test_a_deleted_file_restored_from_a_backup_heals(
     assert any("usable again" in record.getMessage() for record in caplog.records)
 
 
+def test_an_empty_file_put_at_a_deleted_path_starts_over(store: SQLiteStore, path: Path) -> None:
+    """An empty file gets the store's tables, even when it inherits the deleted file's inode
+    number (which file systems reuse once the last connection lets go of it)."""
+    store.create(make_record("a"))
+    path.unlink()
+    with pytest.raises(StoreUnavailable, match="gone"):
+        store.load(key_for("a"), NOW)
+    path.touch()
+    assert store.load(key_for("a"), NOW) is None
+    store.create(make_record("b"))
+    assert isinstance(store.load(key_for("b"), NOW), SessionRecord)
+
+
 def test_a_file_replaced_by_another_database_is_switched_to(
     store: SQLiteStore, path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

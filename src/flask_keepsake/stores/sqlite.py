@@ -439,6 +439,10 @@ class SQLiteStore(Store):
         self._epoch = 0
         #: ``(st_dev, st_ino)`` of the file this store initialized last; None before first use.
         self._identity: tuple[int, int] | None = None
+        #: The path stopped naming that file. Once every connection to a file is closed, a new
+        #: file may get its inode number, so the next file opened is initialized whatever its
+        #: identity.
+        self._lost = False
         #: When a read next checks that the path still names the open file (monotonic seconds).
         self._check_after = 0.0
         #: The fault last logged, so that one outage logs one line, not one per request.
@@ -482,6 +486,7 @@ class SQLiteStore(Store):
         if _names(self._fspath, link.identity):
             self._check_after = time.monotonic() + READ_CHECK_INTERVAL
             return True
+        self._lost = True
         self._retire()
         return False
 
@@ -489,6 +494,7 @@ class SQLiteStore(Store):
         """Refuse to acknowledge a write unless the path still names the file that took it."""
         if _names(self._fspath, link.identity):
             return
+        self._lost = True
         self._retire()
         self._forget(link)
         raise self._report(
@@ -549,7 +555,7 @@ class SQLiteStore(Store):
                 )
             conn, identity = self._connect()
             try:
-                if identity != self._identity:
+                if identity != self._identity or self._lost:
                     self._switch(conn, identity)
                 conn.execute("PRAGMA synchronous = NORMAL")
                 # Negative means KiB, so the budget does not depend on the file's page size.
@@ -654,6 +660,7 @@ class SQLiteStore(Store):
         return conn, identity
 
     def _gone(self) -> StoreUnavailable:
+        self._lost = True
         return self._report(
             "gone",
             "the database file is gone (deleted or moved away); answering 503 and not creating "
@@ -674,7 +681,10 @@ class SQLiteStore(Store):
                 )
         self._initialize(conn)
         self._identity = identity
-        if previous is not None:
+        self._lost = False
+        # The same identity after a loss may be the same file put back, or a new one that got
+        # the freed inode number: only a different one is surely a replacement.
+        if previous is not None and previous != identity:
             logger.warning(
                 "SQLite session store %r: the file at this path is not the database this "
                 "process had open (it was replaced or restored); using it from now on.",
