@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flask_keepsake.errors import StoreUnavailable
-from flask_keepsake.stores import SQLiteStore, Touch
+from flask_keepsake.stores import Outcome, SessionRecord, SQLiteStore, Touch
 
 from .store_helpers import NOW, TTL, key_for, make_record
 
@@ -85,14 +85,14 @@ def test_data_survives_close_and_reopen(path: Path) -> None:
     record = make_record(user_id="u", data={"a": "1"})
     first = SQLiteStore(path)
     first.create(record)
-    assert first.apply(record.key, {"b": "2"}, (), NOW)
+    assert first.apply(record.key, {"b": "2"}, (), NOW) is Outcome.DONE
     first.close()
     second = SQLiteStore(path)
     try:
         loaded = second.load(record.key, NOW)
     finally:
         second.close()
-    assert loaded is not None
+    assert isinstance(loaded, SessionRecord)
     assert loaded.data == {"a": "1", "b": "2"}
 
 
@@ -191,9 +191,9 @@ def test_store_works_again_when_the_lock_is_released(store: SQLiteStore, path: P
         with pytest.raises(StoreUnavailable):
             store.touch(record.key, Touch(last_seen=NOW, expires_at=NOW + 2 * TTL), NOW)
     assert store.load(record.key, NOW) == record
-    assert store.apply(record.key, {"a": "3"}, (), NOW) is True
+    assert store.apply(record.key, {"a": "3"}, (), NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
-    assert loaded is not None
+    assert isinstance(loaded, SessionRecord)
     assert loaded.data == {"a": "3"}
 
 
@@ -247,7 +247,7 @@ def test_forked_child_opens_its_own_connection(store: SQLiteStore, path: Path) -
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     loaded = store.load(record.key, NOW)
-    assert loaded is not None
+    assert isinstance(loaded, SessionRecord)
     assert loaded.data["c"] == "1"
 
 
@@ -302,7 +302,7 @@ def test_two_processes_writing_different_keys_both_survive(path: Path) -> None:
         loaded = check.load(record.key, NOW)
     finally:
         check.close()
-    assert loaded is not None
+    assert isinstance(loaded, SessionRecord)
     expected = {f"{prefix}{i}": str(i) for prefix in ("p", "q") for i in range(count)}
     assert loaded.data == expected
 
@@ -326,7 +326,7 @@ def test_a_key_that_is_not_a_hex_digest_round_trips(store: SQLiteStore) -> None:
     store.create(odd)
     assert store.load("A" * 64, NOW) == odd
     assert store.load("a" * 64, NOW) is None
-    assert store.apply("A" * 64, {"b": "1"}, (), NOW)
+    assert store.apply("A" * 64, {"b": "1"}, (), NOW) is Outcome.DONE
     assert store.delete("A" * 64)
 
 
@@ -335,7 +335,7 @@ def test_every_key_path_uses_the_packed_key(store: SQLiteStore) -> None:
     old = make_record("old", user_id="u1")
     store.create(old)
     new = make_record("new", handle=old.handle, user_id="u1")
-    assert store.rename(old.key, new, NOW)
+    assert store.rename(old.key, new, NOW) is Outcome.DONE
     assert [r.key for r in store.list_user("u1", NOW)] == [new.key]
     other = make_record("other", user_id="u1")
     store.create(other)
