@@ -389,7 +389,7 @@ class Sized:
 
     def requests(self, workload: str) -> list[h.WSGIRequest]:
         """One prebuilt request per probe session."""
-        name = engine_of(self.app).settings.cookie_name
+        name = engine_of(self.app).cookie(self.app, None).name
         return [
             h.WSGIRequest(self.app, h.make_environ(f"/{workload}", cookie=f"{name}={token}"))
             for token in self.probes

@@ -56,7 +56,7 @@ from flask import Flask, session
 
 from flask_keepsake import Keepsake
 from flask_keepsake.interface import engine_of
-from flask_keepsake.stores.base import SessionRecord, Store, Touch
+from flask_keepsake.stores.base import Outcome, Rotated, SessionRecord, Store, Touch
 from flask_keepsake.tokens import is_token, storage_key
 
 __all__ = [
@@ -604,7 +604,9 @@ def ratio_samples(
 
 
 #: Store methods that never write.
-READ_METHODS: Final = frozenset({"load", "list_user", "count", "count_expired", "user_counts"})
+READ_METHODS: Final = frozenset(
+    {"load", "list_user", "count", "count_expired", "user_counts", "get_marker"}
+)
 
 
 class CountingStore(Store):
@@ -639,7 +641,7 @@ class CountingStore(Store):
         self.calls["create"] += 1
         self.inner.create(record)
 
-    def load(self, key: str, now: float) -> SessionRecord | None:
+    def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
         """Count, then delegate."""
         self.calls["load"] += 1
         return self.inner.load(key, now)
@@ -651,20 +653,43 @@ class CountingStore(Store):
         deleted: Collection[str],
         now: float,
         touch: Touch | None = None,
-    ) -> bool:
+    ) -> Outcome:
         """Count, then delegate."""
         self.calls["apply"] += 1
         return self.inner.apply(key, changed, deleted, now, touch)
 
-    def touch(self, key: str, touch: Touch, now: float) -> bool:
+    def touch(self, key: str, touch: Touch, now: float) -> Outcome:
         """Count, then delegate."""
         self.calls["touch"] += 1
         return self.inner.touch(key, touch, now)
 
-    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
+    def rename(
+        self,
+        old_key: str,
+        record: SessionRecord,
+        now: float,
+        *,
+        changed: Mapping[str, str] | None = None,
+        deleted: Collection[str] = (),
+        grace: float = 0.0,
+    ) -> Outcome:
         """Count, then delegate."""
         self.calls["rename"] += 1
-        return self.inner.rename(old_key, record, now)
+        return self.inner.rename(
+            old_key, record, now, changed=changed, deleted=deleted, grace=grace
+        )
+
+    def put_marker(
+        self, name: str, value: str, expires_at: float, now: float, *, replace: bool = True
+    ) -> bool:
+        """Count, then delegate."""
+        self.calls["put_marker"] += 1
+        return self.inner.put_marker(name, value, expires_at, now, replace=replace)
+
+    def get_marker(self, name: str, now: float) -> str | None:
+        """Count, then delegate."""
+        self.calls["get_marker"] += 1
+        return self.inner.get_marker(name, now)
 
     def delete(self, key: str) -> bool:
         """Count, then delegate."""
@@ -681,7 +706,9 @@ class CountingStore(Store):
         self.calls["delete_user"] += 1
         return self.inner.delete_user(user_id, now, except_key=except_key)
 
-    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
         """Count, then delegate."""
         self.calls["delete_handle"] += 1
         return self.inner.delete_handle(handle, now, user_id=user_id)

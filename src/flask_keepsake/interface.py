@@ -110,10 +110,6 @@ class KeepsakeSessionInterface(SessionInterface):
         and only when the session was modified without it; a browser-session cookie has no
         expiry to renew.
         """
-        if is_loaded(session):
-            persistent = state_of(session).persistent  # type: ignore[arg-type]
-        else:
-            persistent = session.permanent
-        return bool(
-            persistent and (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"])
-        )
+        state = state_of(session) if is_loaded(session) else None  # type: ignore[arg-type]
+        persistent = session.permanent if state is None else state.persistent
+        return bool(persistent and (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"]))

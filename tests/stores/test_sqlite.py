@@ -340,7 +340,7 @@ def test_every_key_path_uses_the_packed_key(store: SQLiteStore) -> None:
     other = make_record("other", user_id="u1")
     store.create(other)
     assert store.delete_user("u1", NOW, except_key=new.key) == 1
-    assert store.delete_handle(new.handle, NOW) == new.key
+    assert store.delete_handle(new.handle, NOW) == (new.key, new.user_id)
 
 
 def test_table_is_a_rowid_table_with_a_unique_key(store: SQLiteStore, path: Path) -> None:

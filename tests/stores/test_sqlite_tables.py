@@ -3,6 +3,7 @@ how many statements the hot paths run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -65,6 +66,40 @@ def test_a_file_without_the_new_tables_gains_them(path: Path) -> None:
         assert second.get_marker("m", NOW) == "v"
     finally:
         second.close()
+
+
+def test_a_file_without_the_remembered_column_gains_it(path: Path) -> None:
+    """A sessions table made before remember-me keeps its rows (not remembered) and gains it."""
+    run_sql(
+        path,
+        "CREATE TABLE keepsake_sessions (key BLOB NOT NULL UNIQUE, handle TEXT NOT NULL UNIQUE, "
+        "data TEXT NOT NULL, user_id TEXT, created REAL NOT NULL, last_seen REAL NOT NULL, "
+        "expires_at REAL NOT NULL, absolute_expires_at REAL NOT NULL, auth_time REAL, ip TEXT, "
+        "user_agent TEXT)",
+    )
+    old = make_record("old")
+    run_sql(
+        path,
+        "INSERT INTO keepsake_sessions VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL, NULL, NULL)",
+        bytes.fromhex(old.key),
+        old.handle,
+        json.dumps(old.data),
+        old.created,
+        old.last_seen,
+        old.expires_at,
+        old.absolute_expires_at,
+    )
+    store = SQLiteStore(path)
+    try:
+        loaded = store.load(old.key, NOW)
+        assert loaded is not None
+        assert loaded is not ROTATED
+        assert loaded.remembered is False
+        remembered = make_record("new", remembered=True)
+        store.create(remembered)
+        assert store.load(remembered.key, NOW) == remembered
+    finally:
+        store.close()
 
 
 def test_a_claim_on_an_expired_marker_takes_it_over_in_place(

@@ -46,7 +46,8 @@ _SCHEMA: Final = (
         absolute_expires_at REAL NOT NULL,
         auth_time REAL,
         ip TEXT,
-        user_agent TEXT
+        user_agent TEXT,
+        remembered INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS keepsake_sessions_expires_at ON keepsake_sessions (expires_at)",
     "CREATE INDEX IF NOT EXISTS keepsake_sessions_user_id ON keepsake_sessions (user_id, created)",
@@ -71,11 +72,12 @@ _SCHEMA: Final = (
 # Statement texts are constants so that sqlite3's per-connection statement cache always hits.
 _INSERT: Final = (
     "INSERT INTO keepsake_sessions (key, handle, data, user_id, created, last_seen, expires_at, "
-    "absolute_expires_at, auth_time, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "absolute_expires_at, auth_time, ip, user_agent, remembered) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT: Final = (
     "SELECT key, handle, data, user_id, created, last_seen, expires_at, absolute_expires_at, "
-    "auth_time, ip, user_agent FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
+    "auth_time, ip, user_agent, remembered FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
 )
 # One statement, so the delta is merged into whatever the row holds at this instant: keys this
 # request did not touch keep the value another request may have written since our load, and the
@@ -130,14 +132,14 @@ _DELETE_EXPIRED_HOLDERS: Final = (
 )
 _LIST_USER: Final = (
     "SELECT key, handle, data, user_id, created, last_seen, expires_at, absolute_expires_at, "
-    "auth_time, ip, user_agent FROM keepsake_sessions WHERE user_id = ? AND expires_at > ? "
-    "ORDER BY created, key"
+    "auth_time, ip, user_agent, remembered FROM keepsake_sessions "
+    "WHERE user_id = ? AND expires_at > ? ORDER BY created, key"
 )
 _DELETE_USER: Final = (
     "DELETE FROM keepsake_sessions WHERE user_id = ? AND key IS NOT ? AND expires_at > ?"
 )
 _FIND_HANDLE: Final = (
-    "SELECT key FROM keepsake_sessions WHERE handle = ?1 AND expires_at > ?2 "
+    "SELECT key, user_id FROM keepsake_sessions WHERE handle = ?1 AND expires_at > ?2 "
     "AND (?3 IS NULL OR user_id = ?3)"
 )
 _PURGE: Final = (
@@ -167,16 +169,20 @@ _DELETE_ALL_MARKERS: Final = "DELETE FROM keepsake_markers"
 _SELECT_RAW: Final = (
     "SELECT key, CAST(handle AS BLOB), CAST(data AS BLOB), CAST(user_id AS BLOB), created, "
     "last_seen, expires_at, absolute_expires_at, auth_time, CAST(ip AS BLOB), "
-    "CAST(user_agent AS BLOB) FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
+    "CAST(user_agent AS BLOB), remembered FROM keepsake_sessions WHERE key = ? AND expires_at > ?"
 )
 _LIST_USER_RAW: Final = (
     "SELECT key, CAST(handle AS BLOB), CAST(data AS BLOB), CAST(user_id AS BLOB), created, "
     "last_seen, expires_at, absolute_expires_at, auth_time, CAST(ip AS BLOB), "
-    "CAST(user_agent AS BLOB) FROM keepsake_sessions WHERE user_id = ? AND expires_at > ? "
-    "ORDER BY created, key"
+    "CAST(user_agent AS BLOB), remembered FROM keepsake_sessions "
+    "WHERE user_id = ? AND expires_at > ? ORDER BY created, key"
 )
 _TABLE_SQL: Final = (
     "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'keepsake_sessions'"
+)
+# Files made before the remembered column existed gain it (existing sessions: not remembered).
+_ADD_REMEMBERED: Final = (
+    "ALTER TABLE keepsake_sessions ADD COLUMN remembered INTEGER NOT NULL DEFAULT 0"
 )
 
 #: Default of ``cache_mib``: SQLite's own default is 2 MiB per connection.
@@ -241,6 +247,7 @@ def _record_params(record: SessionRecord) -> tuple[Any, ...]:
         record.auth_time,
         record.ip,
         record.user_agent,
+        int(record.remembered),
     )
 
 
@@ -716,6 +723,8 @@ class SQLiteStore(Store):
                     "has the layout of a development version before 0.1.0; delete the file "
                     "or drop the table (its sessions will be lost) and start again"
                 )
+            if row is not None and "remembered" not in str(row[0]):
+                conn.execute(_ADD_REMEMBERED)
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -1003,7 +1012,9 @@ class SQLiteStore(Store):
             link.lock.release()
         return deleted
 
-    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
         """Delete the live record named ``handle``; see :meth:`Store.delete_handle`."""
         link = self._link(False)
         try:
@@ -1017,7 +1028,7 @@ class SQLiteStore(Store):
             raise self._failure(link, exc) from exc
         finally:
             link.lock.release()
-        return None if row is None else _unpacked(row[0])
+        return None if row is None else (_unpacked(row[0]), row[1])
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         """Delete up to ``batch_size`` expired records, then tombstones and markers; see
@@ -1159,6 +1170,7 @@ class SQLiteStore(Store):
             row[8],
             row[9],
             row[10],
+            row[11] == 1,
         )
 
     def _raw_record(self, row: tuple[Any, ...]) -> SessionRecord | None:
