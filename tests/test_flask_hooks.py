@@ -105,7 +105,7 @@ def test_subclass_hooks_are_honoured() -> None:
     assert "domain" not in attrs
     assert client.get("/get/a").text == "'1'"
     with app.test_request_context():
-        assert keepsake.session_cookie.name == "__Host-renamed"
+        assert keepsake.session_cookie().name == "__Host-renamed"
 
 
 def test_should_set_cookie_hook_decides_renewals() -> None:

@@ -23,7 +23,7 @@ from .cookies import CookieRegistry, DeclaredCookie, current_jar, init_cookies
 from .engine import Engine, SessionCookie, is_persistent
 from .errors import KeepsakeError, NotInitialized, StoreUnavailable
 from .interface import KeepsakeSessionInterface, engine_of
-from .session import current_session, handling_error, state_of
+from .session import current_session, quiet_from_now, state_of
 from .store_url import store_from_url
 
 if TYPE_CHECKING:
@@ -163,12 +163,22 @@ class Keepsake:
         return self._engine().store
 
     @property
-    def session_cookie(self) -> SessionCookie:
-        """The session cookie's name and attributes as the current request gets them."""
-        from flask import request
+    def settings(self) -> Settings:
+        """The validated ``KEEPSAKE_*`` settings of the current application."""
+        return self._engine().settings
+
+    def session_cookie(self, *, production: bool = False) -> SessionCookie:
+        """The session cookie's name and attributes as the current request gets them.
+
+        With ``production``, as a request over HTTPS gets them, without the plain-HTTP loopback
+        exception of debug mode (``KEEPSAKE_COOKIE_SECURE = "auto"``).
+        """
+        from flask import has_request_context, request
 
         engine = self._engine()
-        return engine.cookie(engine.app, request)
+        return engine.cookie(
+            engine.app, None if production or not has_request_context() else request
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -427,7 +437,7 @@ class Keepsake:
 def _request_failed(sender: Flask, exception: BaseException, **extra: object) -> None:
     # Flask renders its 500 page next; if that page is the first to read the session while the
     # store is down, the failure must not escape Flask (it would reach the WSGI server).
-    handling_error()
+    quiet_from_now()
 
 
 def _store_unavailable(exc: StoreUnavailable) -> Response:

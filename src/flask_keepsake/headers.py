@@ -67,6 +67,11 @@ def replace_response(response: Response, new: Response) -> None:
     ``save_session`` cannot return a different response object, and by then the view's response
     (and any cookie it set) must not reach the client.
     """
+    old = response.response
+    close = getattr(old, "close", None)
+    if close is not None:
+        # A file being sent (a static file) would stay open, as the WSGI server never sees it.
+        close()
     response.status = new.status
     response.headers = Headers(new.headers)
     response.response = new.response

@@ -19,10 +19,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from flask import after_this_request
 from flask.sessions import SessionInterface, SessionMixin
 
 from .config import FLASK_DEFAULT_NAME, default_cookie_name
-from .session import is_loaded, state_of
+from .session import is_loaded, quiet_from_now, state_of
 
 if TYPE_CHECKING:
     from flask import Flask, Request, Response
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
     from .session import ServerSession
 
 __all__ = ["KeepsakeSessionInterface", "engine_of"]
+
+
+def _view_done(response: Response) -> Response:
+    quiet_from_now()
+    return response
 
 
 def engine_of(app: Flask) -> Engine:
@@ -66,6 +72,11 @@ class KeepsakeSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Return an unloaded session; nothing is parsed or fetched until it is used."""
+        # Runs before the application's after-request hooks: a hook that is the first to read
+        # the session (Flask-Login's does) while the store is down then sees an empty session,
+        # and the response, left whole, becomes the 503 instead of an exception Flask cannot
+        # route to Keepsake's error handler.
+        after_this_request(_view_done)
         return self.engine.open(request)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:

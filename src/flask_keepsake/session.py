@@ -28,8 +28,8 @@ __all__ = [
     "ServerSession",
     "SessionState",
     "current_session",
-    "handling_error",
     "is_loaded",
+    "quiet_from_now",
     "state_of",
 ]
 
@@ -269,9 +269,10 @@ def state_of(session: ServerSession) -> SessionState:
     return session._state
 
 
-def handling_error() -> None:
-    """Flask is about to render its 500 page: from now on, a store failure while loading the
-    session leaves it empty instead of raising (the response becomes the 503 anyway)."""
+def quiet_from_now() -> None:
+    """The view is over (after-request hooks, or Flask's 500 page, run next): from now on, a
+    store failure while loading the session leaves it empty instead of raising, and the
+    response becomes the 503 when the session is saved."""
     if has_request_context():
         mark = getattr(session_proxy, "_handling_error", None)
         if mark is not None:

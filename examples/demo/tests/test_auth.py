@@ -136,10 +136,10 @@ def test_logout_anonymous_is_harmless(client: FlaskClient) -> None:
 
 
 def test_csrf_refused_without_token(client: FlaskClient) -> None:
-    """A form posted without its CSRF token gets the friendly 403, and changes nothing."""
+    """A form posted without its CSRF token gets the friendly 400 page, and changes nothing."""
     sign_in(client)
     response = client.post("/logout")
-    assert response.status_code == 403
+    assert response.status_code == 400
     html = response.get_data(as_text=True)
     assert "Request refused" in html
     assert "The CSRF token is missing." in html
@@ -153,7 +153,7 @@ def test_csrf_refused_with_foreign_token(app: Flask) -> None:
     attacker = app.test_client()
     token = csrf_token(attacker.get("/login").data)
     response = victim.post("/logout", data={"csrf_token": token})
-    assert response.status_code == 403
+    assert response.status_code == 400
     assert api(victim)["user"] == "demo"
 
 
@@ -162,13 +162,13 @@ def test_csrf_token_from_before_login_is_useless(client: FlaskClient) -> None:
     before = csrf_token(client.get("/login").data)
     sign_in(client)
     response = client.post("/logout", data={"csrf_token": before})
-    assert response.status_code == 403
+    assert response.status_code == 400
 
 
 def test_csrf_refused_on_login(client: FlaskClient) -> None:
     """The login form itself needs its token (login CSRF)."""
     response = client.post("/login", data={"username": "demo", "password": "demo-password"})
-    assert response.status_code == 403
+    assert response.status_code == 400
     assert api(client)["user"] is None
 
 

@@ -162,13 +162,21 @@ def test_security_headers(client: FlaskClient) -> None:
     assert "no-store" in response.headers["Cache-Control"]
 
 
-def test_static_files_do_not_touch_the_store(app: Flask) -> None:
-    """A stylesheet request makes no store call, even with a session cookie."""
+def test_static_files_without_a_session_cookie_do_not_touch_the_store(app: Flask) -> None:
+    """A stylesheet request of a visitor without a session makes no store call."""
+    with store_down(app):
+        response = app.test_client().get("/static/style.css")
+        assert response.status_code == 200
+        response.close()
+
+
+def test_static_files_with_a_session_cookie_cost_flask_logins_read(app: Flask) -> None:
+    """With a session cookie, Flask-Login's after-request hook reads it: a 503 while it is down."""
     client = app.test_client()
     client.get("/")
     with store_down(app):
         response = client.get("/static/style.css")
-        assert response.status_code == 200
+        assert (response.status_code, response.headers["Retry-After"]) == (503, "5")
         response.close()
 
 

@@ -40,7 +40,9 @@ def login() -> str | Response:
     if form.validate_on_submit():
         user = accounts.authenticate(form.username.data, form.password.data)
         if user is not None:
-            login_user(user)
+            # remember=True makes it a persistent Keepsake session: its cookie outlives the
+            # browser, and signing the device out on the devices page still ends it at once.
+            login_user(user, remember=bool(form.remember.data))
             flash(f"Welcome, {user.username}. Your session has a brand-new token.", "success")
             return redirect(safe_next(request.args.get("next")) or url_for("pages.index"))
         error = "Unknown username or wrong password."

@@ -26,11 +26,8 @@ CATEGORY_NOTES: dict[str, str] = {
 
 
 def policy() -> list[CookiePolicyEntry]:
-    """Every cookie the demo can set, from the declarations (see the note on remember-me)."""
-    # Flask-Login's remember-me cookie is listed whenever Flask-Login is set up, but the demo
-    # never sets it: a remember-me cookie would sign a revoked device straight back in.
-    remember = "remember_token"
-    return [entry for entry in keepsake.cookie_policy() if entry.name != remember]
+    """Every cookie the demo can set: the session, remember-me, consent and declared cookies."""
+    return keepsake.cookie_policy()
 
 
 def lifetime(entry: CookiePolicyEntry) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Regexp
 
 from .accounts import PASSWORD_MIN_LENGTH, USERNAME_RE
@@ -26,6 +26,7 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
         validators=[InputRequired()],
         render_kw={"autocomplete": "current-password"},
     )
+    remember = BooleanField("Keep me signed in on this device")
 
 
 class RegisterForm(FlaskForm):  # type: ignore[misc]

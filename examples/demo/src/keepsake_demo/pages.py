@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import (
@@ -16,16 +17,17 @@ from flask import (
     session,
 )
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import dump_cookie
 
 from flask_keepsake import SessionInfo, StoreUnavailable
-from flask_keepsake.interface import Engine, engine_of
 
 from . import explain
 from .extensions import keepsake
 
 bp = Blueprint("pages", __name__)
+security_logger = logging.getLogger("flask_keepsake.security")
 
 #: What the session keys the demo (and its extensions) use are for, for the inspector.
 KEY_NOTES: dict[str, str] = {
@@ -41,12 +43,6 @@ HIDDEN_KEYS = frozenset({"csrf_token"})
 
 #: A sign-in at most this many seconds ago counts as fresh (keepsake.is_fresh) on the inspector.
 FRESH_FOR = 600
-
-
-def engine() -> Engine:
-    """The Keepsake engine of the current application."""
-    eng: Engine = engine_of(current_app)
-    return eng
 
 
 def current_session() -> SessionInfo | None:
@@ -79,7 +75,7 @@ def inspector() -> str:
         for key, value in sorted(session.items())
     ]
     fresh = bool(info and info.auth_time) and keepsake.is_fresh(FRESH_FOR)
-    name = engine().cookie_attributes(request)[0]
+    name = keepsake.session_cookie().name
     return render_template(
         "session.html",
         info=info,
@@ -88,7 +84,7 @@ def inspector() -> str:
         fresh_minutes=FRESH_FOR // 60,
         cookie_name=name,
         has_cookie=name in request.cookies,
-        settings=engine().settings,
+        settings=keepsake.settings,
     )
 
 
@@ -114,30 +110,22 @@ def api_session() -> Response:
 @bp.get("/security")
 def security() -> str:
     """HttpOnly, Secure and SameSite, shown live: what page script can see, and what it can't."""
-    eng = engine()
-    settings = eng.settings
-    name, secure, samesite, partitioned = eng.cookie_attributes(request)
+    current = keepsake.session_cookie()
+    name = current.name
     placeholder = "<43-character random token>"
-    here = dump_cookie(
-        name,
-        "TOKEN",
-        path=settings.cookie_path,
-        domain=settings.cookie_domain,
-        secure=secure,
-        httponly=settings.cookie_httponly,
-        samesite=samesite,
-        partitioned=partitioned,
-    ).replace("TOKEN", placeholder)
-    production = dump_cookie(
-        settings.cookie_name,
-        "TOKEN",
-        path=settings.cookie_path,
-        domain=settings.cookie_domain,
-        secure=True,
-        httponly=settings.cookie_httponly,
-        samesite=settings.cookie_samesite,
-        partitioned=settings.cookie_partitioned,
-    ).replace("TOKEN", placeholder)
+    here, production = (
+        dump_cookie(
+            cookie.name,
+            "TOKEN",
+            path=cookie.path,
+            domain=cookie.domain,
+            secure=cookie.secure,
+            httponly=cookie.httponly,
+            samesite=cookie.samesite,
+            partitioned=cookie.partitioned,
+        ).replace("TOKEN", placeholder)
+        for cookie in (current, keepsake.session_cookie(production=True))
+    )
     received = sorted(request.cookies)
     return render_template(
         "security.html",
@@ -146,7 +134,7 @@ def security() -> str:
         here_explained=explain.explain_set_cookie(here),
         production=production,
         same_as_production=here == production,
-        mode=settings.cookie_secure,
+        mode=keepsake.settings.cookie_secure,
         received=received,
         scheme=request.scheme,
     )
@@ -161,16 +149,25 @@ def _error_page(code: int, title: str, message: str, *, bare: bool = False) -> R
     return response
 
 
+_STALE_FORM = (
+    "If you were sending a form from this site, go back, reload the page, and send it again: a "
+    "form left open across a sign-in or sign-out carries an outdated token."
+)
+
+
 def _forbidden(exc: HTTPException) -> Response:
-    # Keepsake answers a failed CSRF check (Flask-WTF's CSRFError) and a cross-site form post
-    # (KEEPSAKE_CHECK_ORIGIN) with a 403 whose description says what was wrong.
-    return _error_page(
-        403,
-        "Request refused",
-        f"{exc.description} If you were sending a form from this site, go back, reload the "
-        "page, and send it again: a form left open across a sign-in or sign-out carries an "
-        "outdated token.",
+    # Keepsake's origin check (KEEPSAKE_CHECK_ORIGIN) refuses a cross-site form post with a 403
+    # whose description says what was wrong.
+    return _error_page(403, "Request refused", f"{exc.description} {_STALE_FORM}")
+
+
+def _csrf_failed(exc: CSRFError) -> Response:
+    # Flask-WTF's answer to a failed CSRF check is a 400; the demo keeps it, with its own page,
+    # and logs the refusal beside Keepsake's other security events (as docs/cookies.md shows).
+    security_logger.warning(
+        "CSRF check failed for %s %r: %s", request.method, request.path[:200], exc.description
     )
+    return _error_page(400, "Request refused", f"{exc.description} {_STALE_FORM}")
 
 
 def _not_found(exc: HTTPException) -> Response:
@@ -223,6 +220,7 @@ def _security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Register the error pages and the security headers on ``app``."""
     app.register_error_handler(403, _forbidden)
+    app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(404, _not_found)
     app.register_error_handler(405, _method_not_allowed)
     app.register_error_handler(503, _unavailable)
@@ -236,5 +234,5 @@ def init_app(app: Flask) -> None:
 def _store_name() -> dict[str, str]:
     # Read from the engine, not the session: the 503 page uses it too.
     names = {"sqlite": "SQLite", "redis": "Redis", "memory": "this process's memory"}
-    name = engine().store.name
+    name = keepsake.store.name
     return {"store_name": names.get(name, name)}

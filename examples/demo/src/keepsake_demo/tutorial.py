@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, make_response, render_template, request
+from flask import Blueprint, Response, make_response, render_template, request
 from werkzeug.http import dump_cookie
 
-from flask_keepsake.interface import engine_of
-
 from . import cookies, explain
+from .extensions import keepsake
 
 bp = Blueprint("tutorial", __name__)
 
@@ -31,7 +30,7 @@ def _secure() -> bool:
     Production: always. Development on plain-HTTP localhost: not, because Safari refuses Secure
     cookies there.
     """
-    return engine_of(current_app).cookie_attributes(request)[1]  # type: ignore[no-any-return]
+    return keepsake.session_cookie().secure
 
 
 def _last_set_cookie(response: Response, name: str) -> str:
@@ -62,7 +61,7 @@ def set_cookie() -> Response:
 def read_cookie() -> str:
     """The tutorial's second lesson: read the cookie back from the request."""
     value = request.cookies.get(TUTORIAL_COOKIE)
-    session_name = engine_of(current_app).cookie_attributes(request)[0]
+    session_name = keepsake.session_cookie().name
     received = [(name, name == session_name) for name in sorted(request.cookies)]
     return render_template("read_cookie.html", value=value, received=received)
 
