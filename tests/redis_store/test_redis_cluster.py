@@ -6,10 +6,12 @@ The whole store contract suite and the engine tests already run against this clu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
+from flask_keepsake.stores import Outcome
 from flask_keepsake.stores.redis import RedisStore
 
 from ..redis_server import RedisClusterServers
@@ -50,11 +52,12 @@ def test_rename_across_nodes_moves_the_record(store: RedisStore) -> None:
     old = "old"
     new = next(f"new{i}" for i in range(100) if node_of(store, f"new{i}") != node_of(store, old))
     store.create(make_record(old, user_id="u", data={"a": "1"}))
-    renamed = make_record(new, handle="h-old", user_id="u", data={"a": "1", "b": "2"})
-    assert store.rename(key_for(old), renamed, NOW) is True
+    renamed = make_record(new, handle="h-old", user_id="u", data={})
+    assert store.rename(key_for(old), renamed, NOW, changed={"b": "2"}) is Outcome.DONE
     assert store.load(key_for(old), NOW) is None
-    assert store.load(key_for(new), NOW) == renamed
-    assert store.list_user("u", NOW) == [renamed]
+    expected = dataclasses.replace(renamed, data={"a": "1", "b": "2"})
+    assert store.load(key_for(new), NOW) == expected
+    assert store.list_user("u", NOW) == [expected]
     assert store.delete_handle("h-old", NOW) == key_for(new)
 
 
