@@ -6,15 +6,16 @@ tests pin how the Redis store keeps them (see the data model in ``docs/stores.md
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from flask_keepsake.stores import ROTATED, Outcome, Touch
+from flask_keepsake.stores import ROTATED, Outcome, SessionRecord, Touch
 from flask_keepsake.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
@@ -41,6 +42,14 @@ class CountingRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.sent.append(str(args[0]).lower())
         return super().execute_command(*args, **options)
+
+
+@pytest.fixture
+def other(server: RedisServer) -> Iterator[RedisStore]:
+    """Another process's store on the same server."""
+    instance = RedisStore.from_url(server.url)
+    yield instance
+    instance.close()
 
 
 @pytest.fixture
@@ -218,3 +227,73 @@ def test_a_marker_key_written_over_by_hand_reads_as_absent(
     assert store.get_marker("m", NOW) is None
     assert store.put_marker("m", "1", NOW + TTL, NOW, replace=False) is True
     assert store.get_marker("m", NOW) == "1"
+
+
+# Revocations racing a rename
+
+
+class RenameAfterIndexRead(redis.Redis):
+    """A client that runs ``after`` once, right after its first ``ZRANGE`` (an index read)."""
+
+    after: Callable[[], None] | None = None
+
+    def zrange(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().zrange(*args, **kwargs)
+        hook, self.after = self.after, None
+        if hook is not None:
+            hook()
+        return result
+
+
+def renaming(other: RedisStore, new: SessionRecord) -> Callable[[], None]:
+    """A callback that renames ``old`` to ``new`` through another process's store."""
+
+    def rename() -> None:
+        assert other.rename(key_for("old"), new, NOW, grace=GRACE) is Outcome.DONE
+
+    return rename
+
+
+@pytest.fixture
+def racing(server: RedisServer) -> Iterator[tuple[RedisStore, RenameAfterIndexRead]]:
+    """A store whose client lets a test act between an index read and what follows it."""
+    client = RenameAfterIndexRead.from_url(server.url)
+    yield RedisStore(client), client
+    client.close()
+
+
+def test_revoke_all_finds_a_session_renamed_after_the_index_was_read(
+    racing: tuple[RedisStore, RenameAfterIndexRead], other: RedisStore
+) -> None:
+    """A regenerate lands between revoke_all's index read and its deletes: both keys end."""
+    store, client = racing
+    store.create(make_record("old", user_id="u"))
+    new = make_record("new", handle="h-new", user_id="u")
+    client.after = renaming(other, new)
+    assert store.delete_user("u", NOW) == 1
+    assert store.load(key_for("new"), NOW) is None
+    assert store.list_user("u", NOW) == []
+
+
+def test_revoke_all_keeps_a_session_renamed_to_another_user(
+    racing: tuple[RedisStore, RenameAfterIndexRead], other: RedisStore
+) -> None:
+    """The record a tombstone names is deleted only if it is still bound to that user."""
+    store, client = racing
+    store.create(make_record("old", user_id="u"))
+    new = make_record("new", handle="h-new", user_id="v")
+    client.after = renaming(other, new)
+    assert store.delete_user("u", NOW) == 0
+    assert store.load(key_for("new"), NOW) == dataclasses.replace(new, data={"greeting": '"hello"'})
+
+
+def test_revoke_finds_a_session_renamed_after_the_handle_index_was_read(
+    racing: tuple[RedisStore, RenameAfterIndexRead], other: RedisStore
+) -> None:
+    """revoke(handle) racing a regenerate that keeps the handle still ends the session."""
+    store, client = racing
+    store.create(make_record("old", user_id="u"))
+    new = make_record("new", handle="h-old", user_id="u")
+    client.after = renaming(other, new)
+    assert store.delete_handle("h-old", NOW, user_id="u") == key_for("new")
+    assert store.load(key_for("new"), NOW) is None

@@ -226,13 +226,20 @@ return {1, h, u}
 
 # KEYS: session. ARGV: now, handle ('' for any), '1' to match the user in ARGV[4], user,
 # '1' to delete only a live record. Returns {status, handle, user}; status: 2 deleted a live
-# record, 1 deleted an expired one, 0 absent (or a tombstone), -1 not a session hash, -2 another
-# handle, -3 another user, -4 expired and kept.
-_DELETE_IF = """
+# record, 1 deleted an expired one, 0 absent, -1 not a session hash, -2 another handle, -3
+# another user, -4 expired and kept; or {3, key} for a live tombstone, which is kept, and the
+# key (without the prefix) it names.
+_DELETE_IF = (
+    _LIVE
+    + """
 local r = redis.pcall('HMGET', KEYS[1], 'e', 'h', 'u')
 if r['err'] then return {-1} end
 local e = tonumber(r[1])
-if not r[1] and not r[2] then return {0} end
+if not r[1] and not r[2] then
+  local new = successor(KEYS[1], tonumber(ARGV[1]))
+  if new then return {3, new} end
+  return {0}
+end
 if ARGV[2] ~= '' and r[2] ~= ARGV[2] then return {-2, r[2], r[3]} end
 if ARGV[3] == '1' and r[3] ~= ARGV[4] then return {-3, r[2], r[3]} end
 local is_live = e ~= nil and e > tonumber(ARGV[1])
@@ -241,6 +248,7 @@ redis.call('DEL', KEYS[1])
 if is_live then return {2, r[2], r[3]} end
 return {1, r[2], r[3]}
 """
+)
 
 # KEYS: session. Unlinks it; returns 1 if it held a record (anything but a rotation tombstone,
 # so that delete_all counts records only), else 0.
@@ -1370,31 +1378,42 @@ class RedisStore(Store):
         """Delete the user's records except ``except_key``; see :meth:`Store.delete_user`.
 
         Each session is deleted by a script that first checks it is bound to ``user_id``, so a
-        stale index entry never deletes someone else's session.
+        stale index entry never deletes someone else's session. A session renamed after the
+        index was read (a regenerate racing a "log out everywhere") is found through its
+        tombstone, so it is deleted too.
         """
         ukey = self._ukey(user_id)
         keep = None if except_key is None else _b(except_key)
+        args = [_num(now), b"", b"1", _b(user_id), b"0"]
         try:
-            members = [(m, s) for m, s in self._members(ukey) if m != keep]
-            if not members:
-                return 0
-            args = [_num(now), b"", b"1", _b(user_id), b"0"]
-            results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
-            self._evict(*(self._skey(m) for m, _ in members))
+            pending = [(m, s) for m, s in self._members(ukey) if m != keep]
             live = 0
             remove: list[bytes] = []
             cleanup: list[_Call] = []
-            for (member, score), result in zip(members, results, strict=True):
-                if isinstance(result, Exception):
-                    raise result
-                status = result[0]
-                if status in (1, 2):
-                    live += status == 2
-                    remove.append(member)
-                    if result[1] is not None:
-                        cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
-                elif status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE):
-                    remove.append(member)
+            for _ in range(MAX_FOLLOW + 1):
+                if not pending:
+                    break
+                results = self._pipeline(
+                    [(_S_DELETE_IF, [self._skey(m)], args) for m, _ in pending]
+                )
+                self._evict(*(self._skey(m) for m, _ in pending))
+                renamed: list[tuple[bytes, float]] = []
+                for (member, score), result in zip(pending, results, strict=True):
+                    if isinstance(result, Exception):
+                        raise result
+                    status = result[0]
+                    if status in (1, 2):
+                        live += status == 2
+                        remove.append(member)
+                        if result[1] is not None:
+                            cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
+                    elif status == 3:
+                        remove.append(member)
+                        if (successor := _bytes(result[1])) != keep:
+                            renamed.append((successor, now))
+                    elif status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE):
+                        remove.append(member)
+                pending = renamed
             if remove:
                 cleanup.append(("ZREM", [ukey], remove))
             if cleanup:
@@ -1404,7 +1423,11 @@ class RedisStore(Store):
         return live
 
     def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
-        """Delete the live record named ``handle``; see :meth:`Store.delete_handle`."""
+        """Delete the live record named ``handle``; see :meth:`Store.delete_handle`.
+
+        As in :meth:`delete_user`, a session renamed after the index was read is found through
+        its tombstone (and deleted if it still has this handle).
+        """
         hkey = self._hkey(handle)
         args = [
             _num(now),
@@ -1414,25 +1437,33 @@ class RedisStore(Store):
             b"1",
         ]
         try:
-            members = self._members(hkey)
-            if not members:
-                return None
-            results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
-            self._evict(*(self._skey(m) for m, _ in members))
+            pending = self._members(hkey)
             found: bytes | None = None
             remove: list[bytes] = []
             cleanup: list[_Call] = []
-            for (member, score), result in zip(members, results, strict=True):
-                if isinstance(result, Exception):
-                    raise result
-                status = result[0]
-                if status == 2:
-                    found = found or member
-                    remove.append(member)
-                    if result[2] is not None:
-                        cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
-                elif status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE):
-                    remove.append(member)
+            for _ in range(MAX_FOLLOW + 1):
+                if not pending:
+                    break
+                results = self._pipeline(
+                    [(_S_DELETE_IF, [self._skey(m)], args) for m, _ in pending]
+                )
+                self._evict(*(self._skey(m) for m, _ in pending))
+                renamed: list[tuple[bytes, float]] = []
+                for (member, score), result in zip(pending, results, strict=True):
+                    if isinstance(result, Exception):
+                        raise result
+                    status = result[0]
+                    if status == 2:
+                        found = found or member
+                        remove.append(member)
+                        if result[2] is not None:
+                            cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
+                    elif status == 3:
+                        remove.append(member)
+                        renamed.append((_bytes(result[1]), now))
+                    elif status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE):
+                        remove.append(member)
+                pending = renamed
             if remove:
                 cleanup.append(("ZREM", [hkey], remove))
             if cleanup:
