@@ -21,6 +21,7 @@ from flask_keepsake.stores.redis import RENAME_ATTEMPTS, RedisStore
 
 from ..redis_server import RedisClusterServers
 from ..stores.store_helpers import NOW, key_for, make_record
+from ..stores.test_contract import run_threads
 
 pytestmark = pytest.mark.slow
 
@@ -245,3 +246,23 @@ def test_a_delta_to_an_old_key_follows_in_a_second_round_trip(
     assert store.apply(key_for("old"), {"b": "2"}, (), NOW) is Outcome.FOLLOWED
     assert client.scripts == [skey("old"), skey("new")]
     assert loaded(store, "new").data == {"a": "1", "b": "2"}
+
+
+def test_concurrent_regenerates_that_keep_the_handle_let_exactly_one_win(
+    store: RedisStore,
+) -> None:
+    """Renames of one record to the same handle: one DONE, the others ROTATED, never a clash."""
+    old = make_record("old", user_id="u")
+    store.create(old)
+    results: list[Outcome] = []
+
+    def regenerate(index: int) -> None:
+        new = make_record(f"new{index}", handle=old.handle, user_id="u")
+        results.append(store.rename(old.key, new, NOW, grace=GRACE))
+
+    run_threads(8, regenerate)
+    assert sorted(results, key=lambda outcome: outcome.value) == (
+        [Outcome.DONE] + [Outcome.ROTATED] * 7
+    )
+    assert store.count(NOW) == 1
+    assert len(store.list_user("u", NOW)) == 1

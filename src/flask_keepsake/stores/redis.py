@@ -1239,9 +1239,13 @@ class RedisStore(Store):
             fields = _bytes_hash(raw)
             version = fields.get(b"v", b"0")
             base = _data_fields(fields)
-            # 2. Index entries, handle check, the new record.
+            # 2. Index entries, handle check, the new record. A record that keeps the old one's
+            # handle (a regenerate) needs no check: the old record holds it, so only another
+            # rename of the same record can, and the retirement below settles which one wins.
             members = self._ordered(self._index_calls(record, now))[0]
-            if self._handle_taken(members, record.handle, now, {old_b, new_b}):
+            if record.handle != parsed.handle and self._handle_taken(
+                members, record.handle, now, {old_b, new_b}
+            ):
                 raise ValueError(_DUPLICATE_HANDLE)
             data = {f: v for f, v in (base | ours).items() if f not in drop}
             args = [_num(now), _ttl_ms(record.expires_at, now), *self._meta(record), *_flat(data)]
