@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flask_keepsake.stores import Outcome
+from flask_keepsake.stores import Outcome, Touch
 from flask_keepsake.stores.redis import RedisStore
 
 from ..redis_server import RedisClusterServers
@@ -93,3 +93,14 @@ def test_user_counts_and_delete_all_reach_every_node(
     assert store.user_counts(NOW, 10) == [(f"user{i}", 5) for i in range(6)]
     assert store.delete_all() == 30
     assert all(node.admin().dbsize() == 0 for node in redis_cluster.nodes)
+
+
+def test_a_touch_that_moves_the_absolute_expiry_extends_the_indexes_on_their_nodes(
+    store: RedisStore,
+) -> None:
+    """The indexes, wherever they live, outlast a session that became persistent."""
+    store.create(make_record("a", user_id="u", absolute_expires_at=NOW + 7200))
+    touch = Touch(NOW, NOW + 3600, absolute_expires_at=NOW + 90_000)
+    assert store.touch(key_for("a"), touch, NOW) is Outcome.DONE
+    for index in (b"keepsake:u:u", b"keepsake:h:h-a"):
+        assert 89_000_000 < store.client.pttl(index) <= 90_000_000

@@ -159,6 +159,30 @@ def test_indexes_expire_with_the_absolute_expiry(store: RedisStore, server: Redi
         assert 7_100_000 < server.admin().pttl(index) <= 7_200_000
 
 
+@pytest.mark.parametrize("how", ["touch", "apply"])
+def test_a_touch_that_moves_the_absolute_expiry_extends_the_indexes(
+    store: RedisStore, server: RedisServer, how: str
+) -> None:
+    """A session that becomes persistent keeps its indexes as long as it may itself live."""
+    store.create(make_record(user_id="u", absolute_expires_at=NOW + 7200))
+    touch = Touch(NOW, NOW + TTL, absolute_expires_at=NOW + 90_000)
+    if how == "touch":
+        assert store.touch(key_for("a"), touch, NOW) is Outcome.DONE
+    else:
+        assert store.apply(key_for("a"), {"b": "1"}, (), NOW, touch) is Outcome.DONE
+    for index in (b"keepsake:u:u", b"keepsake:h:h-a"):
+        assert 89_000_000 < server.admin().pttl(index) <= 90_000_000
+
+
+def test_a_touch_never_shortens_the_indexes(store: RedisStore, server: RedisServer) -> None:
+    """Another session of the user may need the index longer: its TTL only grows."""
+    store.create(make_record("a", user_id="u", absolute_expires_at=NOW + 7200))
+    store.create(make_record("b", user_id="u", absolute_expires_at=NOW + 9000))
+    touch = Touch(NOW, NOW + 60, absolute_expires_at=NOW + 60)
+    assert store.touch(key_for("a"), touch, NOW) is Outcome.DONE
+    assert 8_900_000 < server.admin().pttl(b"keepsake:u:u") <= 9_000_000
+
+
 # Indexes
 
 

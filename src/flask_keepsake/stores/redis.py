@@ -155,44 +155,57 @@ return 1
 )
 
 # KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), absolute expiry
-# ('': keep it), '1' to drop the auth time, mode, session prefix, 2n, n field/value pairs,
-# fields to delete... Returns the record's new version (1 or more) when written to KEYS[1]; 0,
-# writing nothing, if there is no live record (nor a live one its tombstones name); for a
-# tombstone, by mode: 'touch' {'followed', ''} writing nothing, 'answer' {'renamed', session
-# key it names} writing nothing (a cluster, where that key may be on another node), 'follow'
-# {'followed', session key written} after applying the data delta (not the touch) to the live
-# record at the end of at most MAX_FOLLOW tombstones (a single server: keys built from the
-# prefix).
+# ('': keep it), '1' to drop the auth time, what to do with a tombstone ('touch': nothing,
+# 'follow': apply the data delta to the record it names), session prefix, reach ('all' on a
+# single server: keys built from the prefix may be used; 'one' in a cluster, where they may be
+# on other nodes), 2n, n field/value pairs, fields to delete...
+# Returns, when written to KEYS[1], the record's new version (1 or more), or, in reach 'one'
+# after a touch that moved the absolute expiry, {'indexes', version, handle, user, ttl_ms}: the
+# caller raises the TTL of those indexes, which must outlive the session. Returns 0, writing
+# nothing, if there is no live record (nor a live one at the end of at most MAX_FOLLOW
+# tombstones). For a tombstone: {'followed', ''} writing nothing ('touch'), {'followed', key
+# written} after applying the data delta, not the touch ('follow', reach 'all'), or {'renamed',
+# key it names} writing nothing ('follow', reach 'one').
 _APPLY = (
     _LIVE
     + f"local MAX_FOLLOW = {MAX_FOLLOW}\n"
     + """
+local function raise_ttl(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
 local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
 local function patch(key)
-  if n > 0 then hset(key, 10, 9 + n) end
-  for i = 10 + n, #ARGV, 1000 do
+  if n > 0 then hset(key, 11, 10 + n) end
+  for i = 11 + n, #ARGV, 1000 do
     redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
   return redis.call('HINCRBY', key, 'v', 1)
 end
 local key = KEYS[1]
 if live(key, now) then
-  if ARGV[2] ~= '' then
-    redis.call('HSET', key, 'l', ARGV[2], 'e', ARGV[3])
-    if ARGV[5] ~= '' then redis.call('HSET', key, 'a', ARGV[5]) end
-    if ARGV[6] == '1' then redis.call('HDEL', key, 't') end
-    redis.call('PEXPIRE', key, ARGV[4])
-  end
-  return patch(key)
+  if ARGV[2] == '' then return patch(key) end
+  redis.call('HSET', key, 'l', ARGV[2], 'e', ARGV[3])
+  if ARGV[6] == '1' then redis.call('HDEL', key, 't') end
+  redis.call('PEXPIRE', key, ARGV[4])
+  if ARGV[5] == '' then return patch(key) end
+  redis.call('HSET', key, 'a', ARGV[5])
+  local version = patch(key)
+  -- The user and handle indexes must live as long as the session may.
+  local ttl = math.ceil((math.max(tonumber(ARGV[5]), tonumber(ARGV[3])) - now) * 1000)
+  local r = redis.call('HMGET', key, 'h', 'u')
+  if ARGV[9] == 'one' then return {'indexes', version, r[1], r[2], ttl} end
+  local prefix = string.sub(ARGV[8], 1, -3)
+  if r[1] then raise_ttl(prefix .. 'h:' .. r[1], ttl) end
+  if r[2] then raise_ttl(prefix .. 'u:' .. r[2], ttl) end
+  return version
 end
-local mode = ARGV[7]
 for _ = 1, MAX_FOLLOW do
   local new = successor(key, now)
   if not new then return 0 end
-  if mode == 'touch' then return {'followed', ''} end
+  if ARGV[7] == 'touch' then return {'followed', ''} end
   key = ARGV[8] .. new
-  if mode == 'answer' then return {'renamed', key} end
+  if ARGV[9] == 'one' then return {'renamed', key} end
   if live(key, now) then
     patch(key)
     return {'followed', key}
@@ -201,6 +214,14 @@ end
 return 0
 """
 )
+
+# KEYS: index. ARGV: ttl_ms. Raises the key's TTL to ttl_ms if it is shorter.
+_RAISE_TTL = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 0
+"""
 
 # KEYS: session. ARGV, on a single server only: handle index prefix, user index prefix, member.
 # Returns {0} if absent or a rotation tombstone (which is not a record, and is left alone), else
@@ -438,6 +459,7 @@ _SCRIPTS: Final = {
         ("unlink", _UNLINK),
         ("marker", _MARKER),
         ("index_add", _INDEX_ADD),
+        ("raise_ttl", _RAISE_TTL),
     )
 }
 _S_CREATE: Final = _SCRIPTS["create"]
@@ -450,14 +472,17 @@ _S_DELETE_IF: Final = _SCRIPTS["delete_if"]
 _S_UNLINK: Final = _SCRIPTS["unlink"]
 _S_MARKER: Final = _SCRIPTS["marker"]
 _S_INDEX_ADD: Final = _SCRIPTS["index_add"]
+_S_RAISE_TTL: Final = _SCRIPTS["raise_ttl"]
 
-#: What the delta script does when it meets a tombstone (see ``_APPLY``).
+#: What the delta script does when it meets a tombstone, and which keys it may reach (see
+#: ``_APPLY``).
 _TOUCH: Final = b"touch"
-_ANSWER: Final = b"answer"
 _FOLLOW: Final = b"follow"
-#: The delta script's answers for a tombstone.
+_REACH_ALL: Final = b"all"
+_REACH_ONE: Final = b"one"
+#: The delta script's answers that are not a version.
 _FOLLOWED: Final = b"followed"
-_RENAMED: Final = b"renamed"
+_RAISE_INDEXES: Final = b"indexes"
 #: The touch part of the delta script's arguments when there is no touch.
 _NO_TOUCH: Final = (b"", b"", b"", b"", b"")
 
@@ -613,9 +638,9 @@ class RedisStore(Store):
         self._u_prefix = raw + b"u:"
         self._h_prefix = raw + b"h:"
         self._m_prefix = raw + b"m:"
-        # A single server follows tombstones inside the delta script; a cluster, where the key a
-        # tombstone names may be on another node, follows them in further round trips.
-        self._follow = _ANSWER if self._cluster else _FOLLOW
+        # A single server follows tombstones (and raises index TTLs) inside the delta script; a
+        # cluster, where those keys may be on other nodes, does it in further round trips.
+        self._reach = _REACH_ONE if self._cluster else _REACH_ALL
 
     @classmethod
     def from_url(
@@ -1081,7 +1106,7 @@ class RedisStore(Store):
         single server the same script follows a tombstone to the record it names; in a cluster
         it answers the key the tombstone names, and each further hop is one more round trip.
         """
-        return self._write(key, changed, deleted, now, touch, self._follow)
+        return self._write(key, changed, deleted, now, touch, _FOLLOW)
 
     def touch(self, key: str, touch: Touch, now: float) -> Outcome:
         """Apply ``touch`` (and the TTL it implies) with one script; see :meth:`Store.touch`."""
@@ -1097,17 +1122,30 @@ class RedisStore(Store):
         mode: bytes,
     ) -> Outcome:
         delta = self._delta(changed, deleted)
-        args = [_num(now), *self._touch_args(touch, now), mode, self._s_prefix, *delta]
+        head = [*self._touch_args(touch, now), mode, self._s_prefix, self._reach]
+        args = [_num(now), *head, *delta]
         skey = self._s_prefix + _b(key)
         try:
             result = self._run_apply(skey, args, changed, deleted, touch)
             if not isinstance(result, list):
                 return Outcome.DONE if result > 0 else Outcome.GONE
-            if _bytes(result[0]) == _FOLLOWED:
+            kind = _bytes(result[0])
+            if kind == _FOLLOWED:
                 return Outcome.FOLLOWED
+            if kind == _RAISE_INDEXES:
+                # A cluster, after a touch that moved the absolute expiry: the indexes are on
+                # other nodes, and must not expire before the session.
+                handle, user, ttl = result[2], result[3], result[4]
+                calls: list[_Call] = []
+                if handle is not None:
+                    calls.append((_S_RAISE_TTL, [self._hkey(_bytes(handle))], [ttl]))
+                if user is not None:
+                    calls.append((_S_RAISE_TTL, [self._ukey(_bytes(user))], [ttl]))
+                self._ordered(calls)
+                return Outcome.DONE
             # A cluster: the record the tombstone names may be on another node. Tombstones
             # never change, so following it now is what following it in the script would be.
-            args = [_num(now), *_NO_TOUCH, _ANSWER, self._s_prefix, *delta]
+            args = [_num(now), *_NO_TOUCH, _FOLLOW, self._s_prefix, _REACH_ONE, *delta]
             for _ in range(MAX_FOLLOW):
                 result = self._eval(_S_APPLY, [_bytes(result[1])], args)
                 if not isinstance(result, list):
@@ -1279,7 +1317,7 @@ class RedisStore(Store):
                 base = now_data
                 if put or gone:
                     delta = [2 * len(put), *_flat(put), *gone]
-                    args = [_num(now), *_NO_TOUCH, _ANSWER, self._s_prefix, *delta]
+                    args = [_num(now), *_NO_TOUCH, _FOLLOW, self._s_prefix, _REACH_ONE, *delta]
                     self._eval(_S_APPLY, [new_skey], args)
             self._discard(new_b, record)
         except self._error as exc:
