@@ -297,3 +297,20 @@ def test_revoke_finds_a_session_renamed_after_the_handle_index_was_read(
     client.after = renaming(other, new)
     assert store.delete_handle("h-old", NOW, user_id="u") == key_for("new")
     assert store.load(key_for("new"), NOW) is None
+
+
+def test_tombstones_and_markers_work_on_a_client_that_decodes_responses(
+    server: RedisServer,
+) -> None:
+    """A client made with decode_responses=True reads tombstones and markers just as well."""
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        store = RedisStore(client)
+        rotate(store)
+        assert store.load(key_for("old"), NOW) is ROTATED
+        assert store.apply(key_for("old"), {"c": "3"}, (), NOW) is Outcome.FOLLOWED
+        assert store.put_marker("m", "✓", NOW + TTL, NOW) is True
+        assert store.get_marker("m", NOW) == "✓"
+        assert store.delete_all() == 1
+    finally:
+        client.close()

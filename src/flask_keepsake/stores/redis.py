@@ -37,19 +37,23 @@ In a cluster every script touches exactly one key, so nothing needs a cross-slot
 a single server several scripts do more in one step, with keys built from the prefix and what
 the script reads: a create also writes the index entries and checks the handle; a rename reads
 the old session, writes the new one with the delta applied, moves the index entries and leaves
-the tombstone; a delta that meets a tombstone follows it to the session it names; a delete also
-removes the session's index entries. The session hash is the truth and the indexes are hints
-checked against it: an index entry is always written *before* its session and removed *after*
-it (or in the same step), so an index may briefly name a session that is gone (readers skip it
-and remove it) but never misses a live one, and ``revoke_all`` cannot overlook a session.
+the tombstone; a delta that meets a tombstone follows it to the session it names, and one that
+moves the absolute expiry raises the TTL of the session's indexes; a delete also removes the
+session's index entries. The session hash is the truth and the indexes are hints checked against
+it: an index entry is always written *before* its session and removed *after* it (or in the same
+step), so an index may briefly name a session that is gone (readers skip it and remove it) but
+never misses a live one, and ``revoke_all`` cannot overlook a session (a session renamed after it
+read the index is found through the tombstone the rename left).
 
 A rename in a cluster, where the old and the new key live in different slots:
 
 1. Read the old session (``HGETALL``): its data and its version ``v``. A tombstone answers
    ``ROTATED`` and an absent or expired session ``GONE``, and nothing is written.
-2. Add the new record's index entries, check that no other live session holds its handle, and
-   create the new record (data read in step 1 with the delta applied), refused if a live record
-   holds the key. The old session still answers every request meanwhile.
+2. Add the new record's index entries, check that no other live session holds its handle (not
+   needed when it keeps the old record's handle, as a regenerate does: only another rename of the
+   same record could hold it, and step 3 settles which one wins), and create the new record (data
+   read in step 1 with the delta applied), refused if a live record holds the key. The old
+   session still answers every request meanwhile.
 3. In one script on the old key: if it is still live *and* its version is still the one read,
    turn it into the tombstone (or delete it, without grace) and answer; from that instant the
    old token no longer loads the session, and deltas sent to it follow to the new record.
@@ -59,7 +63,8 @@ A rename in a cluster, where the old and the new key live in different slots:
    3 runs again with the new version, at most :data:`RENAME_ATTEMPTS` times. No write can reach
    the new record through the old key before the tombstone exists, so once step 3 succeeds the
    new record holds every write the old session acknowledged, exactly as a one-step rename
-   would.
+   would. (If a revocation deleted the new record meanwhile, carrying over writes nothing and the
+   rename ends with the session revoked, as if the revocation had come just after it.)
 5. If the old session was deleted meanwhile (logout or revocation wins) the new record is
    deleted and the answer is ``GONE``; if another rename got there first, the new record is
    deleted and the answer is ``ROTATED``. If writes kept racing every attempt, the new record is
@@ -1515,7 +1520,7 @@ class RedisStore(Store):
         return None if found is None else _s(found)
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
-        """Return 0: Redis removes expired records itself, by their TTL."""
+        """Return 0: Redis removes expired records, tombstones and markers itself, by their TTL."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         return 0
