@@ -57,6 +57,13 @@ def _corrupt_sqlite(store: Store, key: str) -> None:
     conn.close()
 
 
+def _corrupt_redis(store: Store, key: str) -> None:
+    # Through the store's own client, so that one hook serves a server and a cluster alike; the
+    # local cache hears of the change from Redis, as it would from any other writer.
+    assert isinstance(store, RedisStore)
+    assert store.client.hset(f"{store.prefix}s:{key}", "m", "{not json") == 0
+
+
 def _redis(request: pytest.FixtureRequest) -> Store:
     server: RedisServer = request.getfixturevalue("redis_server")
     server.admin().flushdb()
@@ -78,7 +85,7 @@ def _redis_cluster(request: pytest.FixtureRequest) -> Store:
 STORES: dict[str, StoreSpec] = {
     "memory": StoreSpec(_memory),
     "sqlite": StoreSpec(_sqlite, corrupt=_corrupt_sqlite),
-    "redis": StoreSpec(_redis, native_expiry=True),
-    "redis-local-cache": StoreSpec(_redis_local_cache, native_expiry=True),
-    "redis-cluster": StoreSpec(_redis_cluster, native_expiry=True),
+    "redis": StoreSpec(_redis, native_expiry=True, corrupt=_corrupt_redis),
+    "redis-local-cache": StoreSpec(_redis_local_cache, native_expiry=True, corrupt=_corrupt_redis),
+    "redis-cluster": StoreSpec(_redis_cluster, native_expiry=True, corrupt=_corrupt_redis),
 }

@@ -6,10 +6,12 @@ The whole store contract suite and the engine tests already run against this clu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
+from flask_keepsake.stores import Outcome, Touch
 from flask_keepsake.stores.redis import RedisStore
 
 from ..redis_server import RedisClusterServers
@@ -50,11 +52,12 @@ def test_rename_across_nodes_moves_the_record(store: RedisStore) -> None:
     old = "old"
     new = next(f"new{i}" for i in range(100) if node_of(store, f"new{i}") != node_of(store, old))
     store.create(make_record(old, user_id="u", data={"a": "1"}))
-    renamed = make_record(new, handle="h-old", user_id="u", data={"a": "1", "b": "2"})
-    assert store.rename(key_for(old), renamed, NOW) is True
+    renamed = make_record(new, handle="h-old", user_id="u", data={})
+    assert store.rename(key_for(old), renamed, NOW, changed={"b": "2"}) is Outcome.DONE
     assert store.load(key_for(old), NOW) is None
-    assert store.load(key_for(new), NOW) == renamed
-    assert store.list_user("u", NOW) == [renamed]
+    expected = dataclasses.replace(renamed, data={"a": "1", "b": "2"})
+    assert store.load(key_for(new), NOW) == expected
+    assert store.list_user("u", NOW) == [expected]
     assert store.delete_handle("h-old", NOW) == key_for(new)
 
 
@@ -90,3 +93,14 @@ def test_user_counts_and_delete_all_reach_every_node(
     assert store.user_counts(NOW, 10) == [(f"user{i}", 5) for i in range(6)]
     assert store.delete_all() == 30
     assert all(node.admin().dbsize() == 0 for node in redis_cluster.nodes)
+
+
+def test_a_touch_that_moves_the_absolute_expiry_extends_the_indexes_on_their_nodes(
+    store: RedisStore,
+) -> None:
+    """The indexes, wherever they live, outlast a session that became persistent."""
+    store.create(make_record("a", user_id="u", absolute_expires_at=NOW + 7200))
+    touch = Touch(NOW, NOW + 3600, absolute_expires_at=NOW + 90_000)
+    assert store.touch(key_for("a"), touch, NOW) is Outcome.DONE
+    for index in (b"keepsake:u:u", b"keepsake:h:h-a"):
+        assert 89_000_000 < store.client.pttl(index) <= 90_000_000

@@ -14,6 +14,7 @@ message would serve the old copy for the whole ``MAX_AGE`` and fail.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from flask import Flask
 
 from flask_keepsake.errors import ConfigError, StoreUnavailable
 from flask_keepsake.store_url import store_from_url
-from flask_keepsake.stores.base import SessionRecord, Touch
+from flask_keepsake.stores.base import ROTATED, Outcome, SessionRecord, Touch
 from flask_keepsake.stores.redis import RedisStore
 
 from ..redis_server import RedisClusterServers, RedisServer
@@ -185,6 +186,70 @@ def test_a_delta_on_an_ended_session_writes_nothing(cached: RedisStore, other: R
     assert not cached.apply("a" * 64, {"a": "1"}, (), NOW)
     assert cached.load("a" * 64, NOW) is None
     assert other.load("a" * 64, NOW) is None
+
+
+def test_a_delta_through_a_tombstone_drops_the_cached_new_record(
+    cached: RedisStore, server: RedisServer
+) -> None:
+    """The delta script wrote the renamed record through T, which Redis reports to no one."""
+    cached.create(record())
+    new = record("b" * 64, "handle-b")
+    assert cached.rename("a" * 64, new, NOW, changed={"n": "1"}, grace=60) is Outcome.DONE
+    assert cached.load("b" * 64, NOW) is not None
+    assert cached.apply("a" * 64, {"m": "2"}, (), NOW) is Outcome.FOLLOWED
+    server.admin().config_resetstat()
+    loaded = cached.load("b" * 64, NOW)
+    assert isinstance(loaded, SessionRecord)
+    assert loaded.data == {"cart": '"apple"', "n": "1", "m": "2"}
+    assert round_trips(server, "hgetall") == 1
+
+
+def test_a_rename_by_another_process_is_seen_as_rotated(
+    cached: RedisStore, other: RedisStore
+) -> None:
+    """A cached record renamed elsewhere loads as ROTATED, not as the old session."""
+    cached.create(record())
+    assert cached.load("a" * 64, NOW) == record()
+    new = record("b" * 64, "handle-b")
+    assert other.rename("a" * 64, new, NOW, grace=60) is Outcome.DONE
+    deadline = time.monotonic() + WITHIN
+    while cached.load("a" * 64, NOW) is not ROTATED and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    assert cached.load("a" * 64, NOW) is ROTATED
+
+
+def test_a_tombstone_is_not_cached(cached: RedisStore, server: RedisServer) -> None:
+    """Every load of an old token asks Redis: tombstones are read too seldom to keep."""
+    cached.create(record())
+    cached.rename("a" * 64, record("b" * 64, "handle-b"), NOW, grace=60)
+    server.admin().config_resetstat()
+    assert cached.load("a" * 64, NOW) is ROTATED
+    assert cached.load("a" * 64, NOW) is ROTATED
+    assert round_trips(server, "hgetall") == 2
+    assert cached.load("a" * 64, NOW + 60) is None
+
+
+def test_an_own_touch_that_changes_policy_keeps_the_entry_right(
+    cached: RedisStore, other: RedisStore, server: RedisServer
+) -> None:
+    """A touch that moves the absolute expiry and drops the auth time updates the cached copy."""
+    fresh = dataclasses.replace(record(), auth_time=NOW - 1)
+    cached.create(fresh)
+    cached.load("a" * 64, NOW)
+    touch = Touch(NOW + 5, NOW + 900, absolute_expires_at=NOW + 900, stale=True)
+    assert cached.touch("a" * 64, touch, NOW + 5) is Outcome.DONE
+    server.admin().config_resetstat()
+    loaded = cached.load("a" * 64, NOW + 5)
+    assert round_trips(server, "hgetall") == 0
+    expected = dataclasses.replace(
+        fresh,
+        last_seen=NOW + 5,
+        expires_at=NOW + 900,
+        absolute_expires_at=NOW + 900,
+        auth_time=None,
+    )
+    assert loaded == expected
+    assert other.load("a" * 64, NOW + 5) == expected
 
 
 def test_flushdb_empties_the_cache(cached: RedisStore, server: RedisServer) -> None:

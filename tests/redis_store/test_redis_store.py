@@ -13,7 +13,7 @@ from flask import Flask
 
 from flask_keepsake.errors import ConfigError, StoreUnavailable
 from flask_keepsake.store_url import store_from_url
-from flask_keepsake.stores import Touch
+from flask_keepsake.stores import Outcome, Touch
 from flask_keepsake.stores.redis import INDEX_GRACE, RedisStore, _import_redis
 
 from ..redis_server import RedisServer, free_port
@@ -61,7 +61,7 @@ def test_apply_sends_one_script_call(store: RedisStore, server: RedisServer) -> 
     store.create(make_record(data={"a": "1"}))
     store.apply(key_for("a"), {"b": "2"}, ["a"], NOW)
     before = commands(server)
-    assert store.apply(key_for("a"), {"c": "3"}, ["b"], NOW, Touch(NOW, NOW + TTL)) is True
+    assert store.apply(key_for("a"), {"c": "3"}, ["b"], NOW, Touch(NOW, NOW + TTL)) is Outcome.DONE
     top_level = {n: c for n, c in sent(server, before).items() if n not in INSIDE_SCRIPTS}
     assert top_level == {"evalsha": 1}
 
@@ -97,7 +97,7 @@ def test_data_keys_cannot_overwrite_metadata(store: RedisStore) -> None:
     data = {"h": '"x"', "e": "0", "u": '"mallory"', "m": "[]", "d:x": "1", "l": "1"}
     record = make_record(data=data)
     store.create(record)
-    assert store.apply(record.key, {"e": "-1", "h": "null"}, (), NOW) is True
+    assert store.apply(record.key, {"e": "-1", "h": "null"}, (), NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == data | {"e": "-1", "h": "null"}
@@ -116,7 +116,7 @@ def test_large_delta_is_applied_whole(store: RedisStore) -> None:
     record = make_record(data={f"old{i}": str(i) for i in range(2500)})
     store.create(record)
     changed = {f"new{i}": str(i) for i in range(2500)}
-    assert store.apply(record.key, changed, [f"old{i}" for i in range(2500)], NOW) is True
+    assert store.apply(record.key, changed, [f"old{i}" for i in range(2500)], NOW) is Outcome.DONE
     loaded = store.load(record.key, NOW)
     assert loaded is not None
     assert loaded.data == changed
@@ -132,7 +132,7 @@ def test_ttl_is_expires_at_minus_now(store: RedisStore, server: RedisServer) -> 
 def test_touch_moves_the_ttl(store: RedisStore, server: RedisServer) -> None:
     """A touch sets the TTL from the new expires_at."""
     store.create(make_record(expires_at=NOW + 100))
-    assert store.touch(key_for("a"), Touch(NOW + 50, NOW + 5000), NOW + 50) is True
+    assert store.touch(key_for("a"), Touch(NOW + 50, NOW + 5000), NOW + 50) is Outcome.DONE
     ttl = server.admin().pttl(session_key(store))
     assert 4_900_000 < ttl <= 4_950_000
 
@@ -140,7 +140,7 @@ def test_touch_moves_the_ttl(store: RedisStore, server: RedisServer) -> None:
 def test_apply_without_touch_keeps_the_ttl(store: RedisStore, server: RedisServer) -> None:
     """A delta without a touch leaves the TTL alone."""
     store.create(make_record(expires_at=NOW + 100))
-    assert store.apply(key_for("a"), {"x": "1"}, (), NOW) is True
+    assert store.apply(key_for("a"), {"x": "1"}, (), NOW) is Outcome.DONE
     assert 99_000 < server.admin().pttl(session_key(store)) <= 100_000
 
 
@@ -157,6 +157,30 @@ def test_indexes_expire_with_the_absolute_expiry(store: RedisStore, server: Redi
     store.create(make_record(user_id="u", absolute_expires_at=NOW + 7200))
     for index in (b"keepsake:u:u", b"keepsake:h:h-a"):
         assert 7_100_000 < server.admin().pttl(index) <= 7_200_000
+
+
+@pytest.mark.parametrize("how", ["touch", "apply"])
+def test_a_touch_that_moves_the_absolute_expiry_extends_the_indexes(
+    store: RedisStore, server: RedisServer, how: str
+) -> None:
+    """A session that becomes persistent keeps its indexes as long as it may itself live."""
+    store.create(make_record(user_id="u", absolute_expires_at=NOW + 7200))
+    touch = Touch(NOW, NOW + TTL, absolute_expires_at=NOW + 90_000)
+    if how == "touch":
+        assert store.touch(key_for("a"), touch, NOW) is Outcome.DONE
+    else:
+        assert store.apply(key_for("a"), {"b": "1"}, (), NOW, touch) is Outcome.DONE
+    for index in (b"keepsake:u:u", b"keepsake:h:h-a"):
+        assert 89_000_000 < server.admin().pttl(index) <= 90_000_000
+
+
+def test_a_touch_never_shortens_the_indexes(store: RedisStore, server: RedisServer) -> None:
+    """Another session of the user may need the index longer: its TTL only grows."""
+    store.create(make_record("a", user_id="u", absolute_expires_at=NOW + 7200))
+    store.create(make_record("b", user_id="u", absolute_expires_at=NOW + 9000))
+    touch = Touch(NOW, NOW + 60, absolute_expires_at=NOW + 60)
+    assert store.touch(key_for("a"), touch, NOW) is Outcome.DONE
+    assert 8_900_000 < server.admin().pttl(b"keepsake:u:u") <= 9_000_000
 
 
 # Indexes
@@ -183,7 +207,8 @@ def test_delete_with_an_overwritten_index_still_deletes(
 def test_rename_moves_the_index_entries(store: RedisStore, server: RedisServer) -> None:
     """After a rename the indexes name the new key only."""
     store.create(make_record("a", user_id="u"))
-    assert store.rename(key_for("a"), make_record("b", handle="h-a", user_id="u"), NOW) is True
+    renamed = make_record("b", handle="h-a", user_id="u")
+    assert store.rename(key_for("a"), renamed, NOW) is Outcome.DONE
     admin = server.admin()
     assert admin.zrange(b"keepsake:u:u", 0, -1) == [key_for("b").encode()]
     assert admin.zrange(b"keepsake:h:h-a", 0, -1) == [key_for("b").encode()]
@@ -318,11 +343,11 @@ def test_garbage_string_in_a_session_key_loads_as_absent(
 def test_hash_without_metadata_loads_as_absent(
     store: RedisStore, server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A hash missing its metadata is malformed: None and a security warning."""
+    """A hash missing its metadata is unreadable: None and a security warning."""
     server.admin().hset(session_key(store), mapping={b"d:a": b"1", b"e": b"not-a-number"})
     with caplog.at_level(logging.WARNING, logger="flask_keepsake.security"):
         assert store.load(key_for("a"), NOW) is None
-    assert "malformed" in caplog.text
+    assert "cannot be read (no field 'm')" in caplog.text
 
 
 def test_garbage_key_is_not_written_to_and_can_be_replaced(
@@ -330,8 +355,8 @@ def test_garbage_key_is_not_written_to_and_can_be_replaced(
 ) -> None:
     """apply and touch leave a garbage key alone; create replaces it."""
     server.admin().set(session_key(store), b"\xff")
-    assert store.apply(key_for("a"), {"x": "1"}, (), NOW) is False
-    assert store.touch(key_for("a"), Touch(NOW, NOW + TTL), NOW) is False
+    assert store.apply(key_for("a"), {"x": "1"}, (), NOW) is Outcome.GONE
+    assert store.touch(key_for("a"), Touch(NOW, NOW + TTL), NOW) is Outcome.GONE
     assert server.admin().get(session_key(store)) == b"\xff"
     store.create(make_record())
     assert store.load(key_for("a"), NOW) == make_record()
@@ -385,7 +410,7 @@ def test_scripts_are_loaded_again_after_script_flush(
     server.admin().script_flush()
     store.create(make_record("b", user_id="u"))
     server.admin().script_flush()
-    assert store.apply(key_for("b"), {"x": "1"}, (), NOW) is True
+    assert store.apply(key_for("b"), {"x": "1"}, (), NOW) is Outcome.DONE
     server.admin().script_flush()
     assert store.delete_user("u", NOW) == 2
 

@@ -7,28 +7,73 @@ The data model, chosen for the engine's guarantees (see ``docs/stores.md``):
 
 ``{prefix}s:{key}``, a HASH per session
     ``h`` the handle, ``u`` the user id (absent while anonymous), ``l`` last seen, ``e`` expires
-    at, ``m`` the fields no request changes (created, absolute expiry, auth time, IP, user agent)
-    as one JSON array, ``v`` a version that every delta bumps (absent until the first one; the
-    local cache uses it), and one field ``d:{name}`` per session key. Data fields carry the ``d:``
-    prefix, so no session key can overwrite metadata. Loading is one ``HGETALL``; a delta is one
-    Lua script that changes only the fields it names, after checking in the same step that the
-    session is live, so overlapping requests keep each other's keys and a deleted session is
-    never written again. The key carries a native TTL (``PEXPIRE``) for idle and absolute expiry.
+    at, ``a`` the absolute expiry, ``t`` the auth time (absent when there is none), ``m`` the
+    fields no request changes (created, IP, user agent) as one JSON array, ``v`` a version that
+    every delta bumps (absent until the first one; the local cache and the cluster rename use
+    it), and one field ``d:{name}`` per session key. Data fields carry the ``d:`` prefix, so no
+    session key can overwrite metadata. Loading is one ``HGETALL``; a delta is one Lua script
+    that changes only the fields it names, after checking in the same step that the session is
+    live, so overlapping requests keep each other's keys and a deleted session is never written
+    again. The key carries a native TTL (``PEXPIRE``) for idle and absolute expiry.
+``{prefix}s:{key}``, a small HASH after a rename with a grace window: a rotation tombstone
+    ``r`` the key the session was renamed to (without the prefix) and ``x`` until when the
+    tombstone holds, with a TTL of the grace window. It replaces the session hash in the same
+    step as the rename, under the same key, so loading it is the same single ``HGETALL`` (and in
+    a cluster it lives in the old key's slot). A tombstone has no ``h`` and no ``e``: every
+    script that looks for a live session (``e`` after now) passes over it, and nothing ever
+    changes it once written.
 ``{prefix}u:{user_id}``, a ZSET per user, and ``{prefix}h:{handle}``, a ZSET per handle
     Indexes from a user and from a handle to session keys, scored by the time the entry was
     added, with a TTL that follows the latest absolute expiry among their sessions.
+``{prefix}m:{name}``, a HASH per marker
+    ``v`` the value and ``x`` its expiry, with a TTL to reclaim the memory. Markers have their
+    own prefix, so no marker name is ever read as a session.
+
+The stored times are compared with the caller's ``now`` everywhere, never with the server's
+clock, so a fake clock works; TTLs are set relative to real time (``until - now``) and only
+reclaim memory.
 
 In a cluster every script touches exactly one key, so nothing needs a cross-slot transaction. On
-a single server three scripts do more in one step: a create also writes the index entries and
-checks the handle, the rename swaps two sessions and moves their index entries, and a delete
-also removes the session's index entries (keys built from the prefix and what the script reads).
-The session hash is the truth and the indexes are hints checked against it: an index entry is
-always written *before* its session and removed *after* it (or in the same step), so an index
-may briefly name a session that is gone (readers skip it and remove it) but never misses a live
-one, and ``revoke_all`` cannot overlook a session.
+a single server several scripts do more in one step, with keys built from the prefix and what
+the script reads: a create also writes the index entries and checks the handle; a rename reads
+the old session, writes the new one with the delta applied, moves the index entries and leaves
+the tombstone; a delta that meets a tombstone follows it to the session it names, and one that
+moves the absolute expiry raises the TTL of the session's indexes; a delete also removes the
+session's index entries. The session hash is the truth and the indexes are hints checked against
+it: an index entry is always written *before* its session and removed *after* it (or in the same
+step), so an index may briefly name a session that is gone (readers skip it and remove it) but
+never misses a live one, and ``revoke_all`` cannot overlook a session (a session renamed after it
+read the index is found through the tombstone the rename left).
 
-Time comes from the caller's ``now`` as in every store: ``e`` is compared with it, so a fake clock
-works; the TTL is set relative to real time as ``expires_at - now``, and only reclaims memory.
+A rename in a cluster, where the old and the new key live in different slots:
+
+1. Read the old session (``HGETALL``): its data and its version ``v``. A tombstone answers
+   ``ROTATED`` and an absent or expired session ``GONE``, and nothing is written.
+2. Add the new record's index entries, check that no other live session holds its handle (not
+   needed when it keeps the old record's handle, as a regenerate does: only another rename of the
+   same record could hold it, and step 3 settles which one wins), and create the new record (data
+   read in step 1 with the delta applied), refused if a live record holds the key. The old
+   session still answers every request meanwhile.
+3. In one script on the old key: if it is still live *and* its version is still the one read,
+   turn it into the tombstone (or delete it, without grace) and answer; from that instant the
+   old token no longer loads the session, and deltas sent to it follow to the new record.
+4. If another request changed the old session between steps 1 and 3, the script of step 3
+   writes nothing and answers the session as it is now instead. The keys that request changed
+   (and that the rename's own delta does not set) are carried over to the new record, and step
+   3 runs again with the new version, at most :data:`RENAME_ATTEMPTS` times. No write can reach
+   the new record through the old key before the tombstone exists, so once step 3 succeeds the
+   new record holds every write the old session acknowledged, exactly as a one-step rename
+   would. (If a revocation deleted the new record meanwhile, carrying over writes nothing and the
+   rename ends with the session revoked, as if the revocation had come just after it.)
+5. If the old session was deleted meanwhile (logout or revocation wins) the new record is
+   deleted and the answer is ``GONE``; if another rename got there first, the new record is
+   deleted and the answer is ``ROTATED``. If writes kept racing every attempt, the new record is
+   deleted, the old one is left as it is (with all its writes) and
+   :class:`~flask_keepsake.errors.StoreUnavailable` is raised.
+
+Tombstones never change once written, so a delta on an old key in a cluster, answered "renamed
+to X" by the script on that key, follows in a further round trip to X with the same outcome as
+following inside one script.
 """
 
 from __future__ import annotations
@@ -40,11 +85,10 @@ import json
 import logging
 import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import StoreUnavailable
-from ..tokens import fingerprint
-from .base import SessionRecord, Store, Touch
+from .base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
 from .redis_cache import DEFAULT_MAX_AGE, CacheUnsupported, LocalCache
 
 if TYPE_CHECKING:
@@ -52,7 +96,6 @@ if TYPE_CHECKING:
     from redis.cluster import RedisCluster
 
 logger = logging.getLogger("flask_keepsake")
-security_logger = logging.getLogger("flask_keepsake.security")
 
 #: The extra that brings redis-py, quoted in the error raised when it is missing.
 EXTRA: Final = "flask-keepsake[redis]"
@@ -65,12 +108,24 @@ DEFAULT_SOCKET_TIMEOUT: Final = 0.5
 #: entry written just before its session (index first, then session) is never taken for stale.
 INDEX_GRACE: Final = 300.0
 
+#: How many times a rename in a cluster tries to retire the old session while other requests
+#: keep changing it (each try costs two round trips) before it gives up, changing nothing.
+RENAME_ATTEMPTS: Final = 64
+
 _LIVE = """
 local function live(key, now)
   local e = redis.pcall('HGET', key, 'e')
   if type(e) ~= 'string' then return false end
   e = tonumber(e)
   return e ~= nil and e > now
+end
+-- The key (without the prefix) that a live rotation tombstone under key names, or false.
+local function successor(key, now)
+  local r = redis.pcall('HMGET', key, 'r', 'x')
+  if r['err'] or not r[1] then return false end
+  local x = tonumber(r[2])
+  if x == nil or x <= now then return false end
+  return r[1]
 end
 local function hset(key, first, last)
   for i = first, last, 1000 do
@@ -83,15 +138,14 @@ local function put(key, first, ttl)
   hset(key, first, #ARGV)
   redis.call('PEXPIRE', key, ttl)
 end
--- Replace the live record under old by the record in ARGV[first..] under new.
--- Returns {1, old handle, old user}, {0} if old is not live, {-1} if new (another key) is.
-local function swap(old, new, now, first, ttl)
-  if not live(old, now) then return {0} end
-  if old ~= new and live(new, now) then return {-1} end
-  local r = redis.call('HMGET', old, 'h', 'u')
-  redis.call('DEL', old)
-  put(new, first, ttl)
-  return {1, r[1], r[2]}
+-- Replace the session under key by a tombstone naming new until deadline, with a TTL of
+-- grace_ms, or, with grace_ms '0', delete it.
+local function retire(key, new, grace_ms, deadline)
+  redis.call('DEL', key)
+  if grace_ms ~= '0' then
+    redis.call('HSET', key, 'r', new, 'x', deadline)
+    redis.call('PEXPIRE', key, grace_ms)
+  end
 end
 """
 
@@ -105,45 +159,87 @@ return 1
 """
 )
 
-# KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), 2n, n field/value
-# pairs, fields to delete... Returns the record's new version (1 or more), or 0 (and writes
-# nothing) if no live record exists.
+# KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), absolute expiry
+# ('': keep it), '1' to drop the auth time, what to do with a tombstone ('touch': nothing,
+# 'follow': apply the data delta to the record it names), session prefix, reach ('all' on a
+# single server: keys built from the prefix may be used; 'one' in a cluster, where they may be
+# on other nodes), 2n, n field/value pairs, fields to delete...
+# Returns, when written to KEYS[1], the record's new version (1 or more), or, in reach 'one'
+# after a touch that moved the absolute expiry, {'indexes', version, handle, user, ttl_ms}: the
+# caller raises the TTL of those indexes, which must outlive the session. Returns 0, writing
+# nothing, if there is no live record (nor a live one at the end of at most MAX_FOLLOW
+# tombstones). For a tombstone: {'followed', ''} writing nothing ('touch'), {'followed', key
+# written} after applying the data delta, not the touch ('follow', reach 'all'), or {'renamed',
+# key it names} writing nothing ('follow', reach 'one').
 _APPLY = (
     _LIVE
+    + f"local MAX_FOLLOW = {MAX_FOLLOW}\n"
     + """
-if not live(KEYS[1], tonumber(ARGV[1])) then return 0 end
-local n = tonumber(ARGV[5])
-if n > 0 then hset(KEYS[1], 6, 5 + n) end
-for i = 6 + n, #ARGV, 1000 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+local function raise_ttl(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'l', ARGV[2], 'e', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[10])
+local function patch(key)
+  if n > 0 then hset(key, 11, 10 + n) end
+  for i = 11 + n, #ARGV, 1000 do
+    redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  return redis.call('HINCRBY', key, 'v', 1)
 end
-return redis.call('HINCRBY', KEYS[1], 'v', 1)
+local key = KEYS[1]
+if live(key, now) then
+  if ARGV[2] == '' then return patch(key) end
+  redis.call('HSET', key, 'l', ARGV[2], 'e', ARGV[3])
+  if ARGV[6] == '1' then redis.call('HDEL', key, 't') end
+  redis.call('PEXPIRE', key, ARGV[4])
+  if ARGV[5] == '' then return patch(key) end
+  redis.call('HSET', key, 'a', ARGV[5])
+  local version = patch(key)
+  -- The user and handle indexes must live as long as the session may.
+  local ttl = math.ceil((math.max(tonumber(ARGV[5]), tonumber(ARGV[3])) - now) * 1000)
+  local r = redis.call('HMGET', key, 'h', 'u')
+  if ARGV[9] == 'one' then return {'indexes', version, r[1], r[2], ttl} end
+  local prefix = string.sub(ARGV[8], 1, -3)
+  if r[1] then raise_ttl(prefix .. 'h:' .. r[1], ttl) end
+  if r[2] then raise_ttl(prefix .. 'u:' .. r[2], ttl) end
+  return version
+end
+for _ = 1, MAX_FOLLOW do
+  local new = successor(key, now)
+  if not new then return 0 end
+  if ARGV[7] == 'touch' then return {'followed', ''} end
+  key = ARGV[8] .. new
+  if ARGV[9] == 'one' then return {'renamed', key} end
+  if live(key, now) then
+    patch(key)
+    return {'followed', key}
+  end
+end
+return 0
 """
 )
 
-# KEYS: old session, new session. ARGV: now, ttl_ms, field, value, ...
-# Returns {1, old handle, old user}, {0} if the old record is not live, {-1} if the new key is.
-_SWAP = (
-    _LIVE
-    + """
-return swap(KEYS[1], KEYS[2], tonumber(ARGV[1]), 3, ARGV[2])
+# KEYS: index. ARGV: ttl_ms. Raises the key's TTL to ttl_ms if it is shorter.
+_RAISE_TTL = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 0
 """
-)
 
 # KEYS: session. ARGV, on a single server only: handle index prefix, user index prefix, member.
-# Returns {0} if absent, else {1, handle, user} after deleting it (and, given ARGV, its entries in
-# the handle and user indexes, in the same step; a cluster, where those keys may live on other
-# nodes, passes no ARGV and removes them in a second round trip).
+# Returns {0} if absent or a rotation tombstone (which is not a record, and is left alone), else
+# {1, handle, user} after deleting it (and, given ARGV, its entries in the handle and user
+# indexes, in the same step; a cluster, where those keys may live on other nodes, passes no ARGV
+# and removes them in a second round trip).
 _DELETE = """
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {0} end
 local h, u = false, false
 if t == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'h', 'u')
+  local r = redis.call('HMGET', KEYS[1], 'h', 'u', 'r')
+  if not r[1] and r[3] then return {0} end
   h, u = r[1], r[2]
 end
 redis.call('DEL', KEYS[1])
@@ -156,13 +252,20 @@ return {1, h, u}
 
 # KEYS: session. ARGV: now, handle ('' for any), '1' to match the user in ARGV[4], user,
 # '1' to delete only a live record. Returns {status, handle, user}; status: 2 deleted a live
-# record, 1 deleted an expired one, 0 absent, -1 not a session hash, -2 another handle,
-# -3 another user, -4 expired and kept.
-_DELETE_IF = """
+# record, 1 deleted an expired one, 0 absent, -1 not a session hash, -2 another handle, -3
+# another user, -4 expired and kept; or {3, key} for a live tombstone, which is kept, and the
+# key (without the prefix) it names.
+_DELETE_IF = (
+    _LIVE
+    + """
 local r = redis.pcall('HMGET', KEYS[1], 'e', 'h', 'u')
 if r['err'] then return {-1} end
 local e = tonumber(r[1])
-if not r[1] and not r[2] then return {0} end
+if not r[1] and not r[2] then
+  local new = successor(KEYS[1], tonumber(ARGV[1]))
+  if new then return {3, new} end
+  return {0}
+end
 if ARGV[2] ~= '' and r[2] ~= ARGV[2] then return {-2, r[2], r[3]} end
 if ARGV[3] == '1' and r[3] ~= ARGV[4] then return {-3, r[2], r[3]} end
 local is_live = e ~= nil and e > tonumber(ARGV[1])
@@ -170,6 +273,21 @@ if ARGV[5] == '1' and not is_live then return {-4, r[2], r[3]} end
 redis.call('DEL', KEYS[1])
 if is_live then return {2, r[2], r[3]} end
 return {1, r[2], r[3]}
+"""
+)
+
+# KEYS: session. Unlinks it; returns 1 if it held a record (anything but a rotation tombstone,
+# so that delete_all counts records only), else 0.
+_UNLINK = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 0 end
+local record = 1
+if t == 'hash' then
+  local r = redis.call('HMGET', KEYS[1], 'h', 'r')
+  if not r[1] and r[2] then record = 0 end
+end
+redis.call('UNLINK', KEYS[1])
+return record
 """
 
 # Helpers: add an index entry (score now, TTL raised to ttl_ms; any script), and whether a live
@@ -214,29 +332,103 @@ return 1
 """
 )
 
-# A rename on a single server, in one step: the index entries of the new record, the check that
-# no other live session holds its handle, the swap, and the removal of the old key's entries.
-# KEYS: old session, new session, handle index, [user index]. ARGV: now, ttl_ms, index ttl_ms,
-# session prefix, handle index prefix, user index prefix, old member, new member, handle, then
-# field, value, ... Returns {1, old handle, old user}, {0} if the old record is not live, {-1}
-# if the new key is, {-2} if another live session holds the handle (then only the index entries,
-# which are hints, were written).
+# A rename in one step: read the old record, write the new one (its metadata from ARGV, the old
+# record's data fields with the delta applied), and retire the old key. On a single server it
+# also checks the handle and moves the index entries (KEYS[3], KEYS[4] and keys built from the
+# prefixes); a cluster passes only the two session keys, which must then be one key.
+# KEYS: old session, new session, [handle index, [user index]]. ARGV: now, ttl_ms, index ttl_ms,
+# session prefix, handle index prefix, user index prefix, old member, new member, handle,
+# grace_ms ('0': no tombstone), tombstone until, 2m, m metadata field/value pairs, 2n, n changed
+# field/value pairs, fields to delete... Returns {1, old handle, old user}; {0} if the old record
+# is not live, {2} if the old key is a tombstone, {-1} if a live record holds the new key, {-2} if
+# another live session holds the handle; in all four cases nothing was written.
 _RENAME = (
     _LIVE
     + _INDEXES
     + """
 local now = tonumber(ARGV[1])
-index_add(KEYS[3], ARGV[8], ARGV[1], ARGV[3])
-if KEYS[4] then index_add(KEYS[4], ARGV[8], ARGV[1], ARGV[3]) end
-if handle_taken(KEYS[3], ARGV[4], ARGV[9], now, ARGV[7], ARGV[8]) then return {-2} end
-local result = swap(KEYS[1], KEYS[2], now, 10, ARGV[2])
-if result[1] == 1 and KEYS[1] ~= KEYS[2] then
-  if result[2] then redis.pcall('ZREM', ARGV[5] .. result[2], ARGV[7]) end
-  if result[3] then redis.pcall('ZREM', ARGV[6] .. result[3], ARGV[7]) end
+local old, new = KEYS[1], KEYS[2]
+if not live(old, now) then
+  if successor(old, now) then return {2} end
+  return {0}
 end
-return result
+if old ~= new and live(new, now) then return {-1} end
+if KEYS[3] then
+  if handle_taken(KEYS[3], ARGV[4], ARGV[9], now, ARGV[7], ARGV[8]) then return {-2} end
+  index_add(KEYS[3], ARGV[8], ARGV[1], ARGV[3])
+  if KEYS[4] then index_add(KEYS[4], ARGV[8], ARGV[1], ARGV[3]) end
+end
+local all = redis.call('HGETALL', old)
+local h, u, data = false, false, {}
+for i = 1, #all, 2 do
+  local f = all[i]
+  if f == 'h' then h = all[i + 1]
+  elseif f == 'u' then u = all[i + 1]
+  elseif string.sub(f, 1, 2) == 'd:' then
+    data[#data + 1] = f
+    data[#data + 1] = all[i + 1]
+  end
+end
+redis.call('DEL', old, new)
+local m = tonumber(ARGV[12])
+hset(new, 13, 12 + m)
+for i = 1, #data, 1000 do
+  redis.call('HSET', new, unpack(data, i, math.min(i + 999, #data)))
+end
+local c = 13 + m
+local n = tonumber(ARGV[c])
+if n > 0 then hset(new, c + 1, c + n) end
+for i = c + 1 + n, #ARGV, 1000 do
+  redis.call('HDEL', new, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', new, ARGV[2])
+if old ~= new then
+  if KEYS[3] then
+    if h then redis.pcall('ZREM', ARGV[5] .. h, ARGV[7]) end
+    if u then redis.pcall('ZREM', ARGV[6] .. u, ARGV[7]) end
+  end
+  retire(old, ARGV[8], ARGV[10], ARGV[11])
+end
+return {1, h, u}
 """
 )
+
+# Step 3 of a rename in a cluster (see the module docstring), on the old key alone.
+# KEYS: old session. ARGV: now, the version read, new key (without the prefix), grace_ms ('0':
+# no tombstone), tombstone until. Returns {1, handle, user} once retired; {0} if no live record
+# is there, {2} if a tombstone is (another rename won), {-1, fields} if the version differs:
+# the whole record as it is now (HGETALL), and nothing written.
+_RETIRE = (
+    _LIVE
+    + """
+local now = tonumber(ARGV[1])
+if not live(KEYS[1], now) then
+  if successor(KEYS[1], now) then return {2} end
+  return {0}
+end
+local r = redis.call('HMGET', KEYS[1], 'v', 'h', 'u')
+if (r[1] or '0') ~= ARGV[2] then return {-1, redis.call('HGETALL', KEYS[1])} end
+retire(KEYS[1], ARGV[3], ARGV[4], ARGV[5])
+return {1, r[2], r[3]}
+"""
+)
+
+# KEYS: marker. ARGV: now, expires_at, ttl_ms, value, '0' to keep a live marker (a claim).
+# Returns 1 when written, 0 when a live marker was kept. Anything else under the key (garbage
+# written by hand) is replaced.
+_MARKER = """
+if ARGV[5] == '0' then
+  local x = redis.pcall('HGET', KEYS[1], 'x')
+  if type(x) == 'string' then
+    x = tonumber(x)
+    if x ~= nil and x > tonumber(ARGV[1]) then return 0 end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[4], 'x', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 # KEYS: index. ARGV: score, member, ttl_ms, '1' to return the members.
 _INDEX_ADD = (
@@ -264,27 +456,46 @@ _SCRIPTS: Final = {
     for name, text in (
         ("create", _CREATE),
         ("apply", _APPLY),
-        ("swap", _SWAP),
         ("rename", _RENAME),
+        ("retire", _RETIRE),
         ("create_one", _CREATE_ONE),
         ("delete", _DELETE),
         ("delete_if", _DELETE_IF),
+        ("unlink", _UNLINK),
+        ("marker", _MARKER),
         ("index_add", _INDEX_ADD),
+        ("raise_ttl", _RAISE_TTL),
     )
 }
 _S_CREATE: Final = _SCRIPTS["create"]
 _S_APPLY: Final = _SCRIPTS["apply"]
-_S_SWAP: Final = _SCRIPTS["swap"]
 _S_RENAME: Final = _SCRIPTS["rename"]
+_S_RETIRE: Final = _SCRIPTS["retire"]
 _S_CREATE_ONE: Final = _SCRIPTS["create_one"]
 _S_DELETE: Final = _SCRIPTS["delete"]
 _S_DELETE_IF: Final = _SCRIPTS["delete_if"]
+_S_UNLINK: Final = _SCRIPTS["unlink"]
+_S_MARKER: Final = _SCRIPTS["marker"]
 _S_INDEX_ADD: Final = _SCRIPTS["index_add"]
+_S_RAISE_TTL: Final = _SCRIPTS["raise_ttl"]
+
+#: What the delta script does when it meets a tombstone, and which keys it may reach (see
+#: ``_APPLY``).
+_TOUCH: Final = b"touch"
+_FOLLOW: Final = b"follow"
+_REACH_ALL: Final = b"all"
+_REACH_ONE: Final = b"one"
+#: The delta script's answers that are not a version.
+_FOLLOWED: Final = b"followed"
+_RAISE_INDEXES: Final = b"indexes"
+#: The touch part of the delta script's arguments when there is no touch.
+_NO_TOUCH: Final = (b"", b"", b"", b"", b"")
 
 #: One command of a pipeline: a script or a command name, its keys and its arguments.
 _Call = tuple[_Lua | str, Sequence[bytes], Sequence[Any]]
 
 _NUMBERS: Final = (float, int)
+_OPTIONAL_STR: Final = (str, type(None))
 
 #: Keys asked for per ``SCAN`` call, and keys handled per pipeline by the commands that walk
 #: every key of the store (``count``, ``user_counts``, ``delete_all``).
@@ -323,6 +534,24 @@ def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else _b(value)
 
 
+def _bytes_hash(raw: Mapping[Any, Any] | Sequence[Any]) -> dict[bytes, bytes]:
+    """``HGETALL`` output (a dict, or a script's flat list) with bytes names and values."""
+    if isinstance(raw, Mapping):
+        items: Iterable[tuple[Any, Any]] = raw.items()
+    else:
+        items = zip(raw[::2], raw[1::2], strict=True)
+    return {_bytes(f): _bytes(v) for f, v in items}
+
+
+def _data_fields(raw: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """The ``d:`` fields of a session hash (with their prefix), from bytes-only ``raw``."""
+    return {f: v for f, v in raw.items() if f[:2] == b"d:"}
+
+
+def _flat(pairs: Mapping[bytes, bytes]) -> list[bytes]:
+    return [x for pair in pairs.items() for x in pair]
+
+
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -337,6 +566,13 @@ def _import_redis() -> Any:
             f"The Redis session store needs redis-py: pip install '{EXTRA}'.", name="redis"
         ) from exc
     return redis
+
+
+class _Tombstone(NamedTuple):
+    """A rotation tombstone as read from a session key: the key it names, and until when."""
+
+    successor: bytes
+    until: float
 
 
 class RedisStore(Store):
@@ -406,6 +642,10 @@ class RedisStore(Store):
         self._s_prefix = raw + b"s:"
         self._u_prefix = raw + b"u:"
         self._h_prefix = raw + b"h:"
+        self._m_prefix = raw + b"m:"
+        # A single server follows tombstones (and raises index TTLs) inside the delta script; a
+        # cluster, where those keys may be on other nodes, does it in further round trips.
+        self._reach = _REACH_ONE if self._cluster else _REACH_ALL
 
     @classmethod
     def from_url(
@@ -457,6 +697,17 @@ class RedisStore(Store):
             raise
         store._owns_client = True
         return store
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The redis-py client the store sends its commands through.
+
+        For inspection and for tests: commands sent through it bypass the store's checks, so
+        anything written under the store's prefix this way is read back as the store finds it
+        (a key it cannot decode is treated as absent).
+        """
+        client: Redis | RedisCluster = self._client
+        return client
 
     def __repr__(self) -> str:
         return f"<RedisStore {self.describe()}>"
@@ -588,17 +839,9 @@ class RedisStore(Store):
                 raise result
         return results
 
-    def _fields(self, record: SessionRecord) -> list[bytes]:
-        meta = json.dumps(
-            [
-                record.created,
-                record.absolute_expires_at,
-                record.auth_time,
-                record.ip,
-                record.user_agent,
-            ],
-            separators=(",", ":"),
-        )
+    def _meta(self, record: SessionRecord) -> list[bytes]:
+        """The metadata fields of ``record``'s hash, as field, value, ...; no data fields."""
+        meta = json.dumps([record.created, record.ip, record.user_agent], separators=(",", ":"))
         fields = [
             b"h",
             _b(record.handle),
@@ -608,15 +851,27 @@ class RedisStore(Store):
             _num(record.last_seen),
             b"e",
             _num(record.expires_at),
+            b"a",
+            _num(record.absolute_expires_at),
         ]
         if record.user_id is not None:
             fields += (b"u", _b(record.user_id))
+        if record.auth_time is not None:
+            fields += (b"t", _num(record.auth_time))
+        return fields
+
+    def _fields(self, record: SessionRecord) -> list[bytes]:
+        """Every field of ``record``'s hash, metadata and data, as field, value, ..."""
+        fields = self._meta(record)
         for name, value in record.data.items():
             fields += (b"d:" + _b(name), _b(value))
         return fields
 
-    def _parse(self, key: str, raw: Mapping[Any, Any]) -> SessionRecord | None:
-        """Turn ``HGETALL`` output into a record; ``None``, and a warning, if it is malformed."""
+    def _parse(self, key: str, raw: Mapping[Any, Any]) -> SessionRecord | _Tombstone | None:
+        """Turn non-empty ``HGETALL`` output into a record or a tombstone.
+
+        ``None`` (logged once, by :meth:`Store.log_unreadable`) if it is neither.
+        """
         try:
             if not isinstance(next(iter(raw)), bytes):
                 # A client made with decode_responses=True: back to bytes, the one path below.
@@ -627,8 +882,9 @@ class RedisStore(Store):
                 for f, v in raw.items()
                 if f[:2] == b"d:"
             }
-            created, absolute, auth_time, ip, user_agent = json.loads(raw[b"m"])
+            created, ip, user_agent = json.loads(raw[b"m"])
             user = raw.get(b"u")
+            auth_time = raw.get(b"t")
             record = SessionRecord(
                 key,
                 raw[b"h"].decode("utf-8", "surrogatepass"),
@@ -637,38 +893,94 @@ class RedisStore(Store):
                 created,
                 float(raw[b"l"]),
                 float(raw[b"e"]),
-                absolute,
-                auth_time,
+                float(raw[b"a"]),
+                None if auth_time is None else float(auth_time),
                 ip,
                 user_agent,
             )
-            if type(created) not in _NUMBERS or type(absolute) not in _NUMBERS:
-                raise TypeError("timestamps are not numbers")
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            self._warn_malformed(key, exc)
+            if (
+                type(created) not in _NUMBERS
+                or type(ip) not in _OPTIONAL_STR
+                or type(user_agent) not in _OPTIONAL_STR
+            ):
+                raise TypeError("metadata of the wrong type")
+        except KeyError as exc:
+            # A tombstone has neither handle nor metadata; it is tried only here, off the path
+            # of a live session.
+            if b"h" not in raw and b"r" in raw:
+                return self._tombstone(key, raw)
+            self._unreadable(key, raw, f"no field {_s(exc.args[0])!r}")
+            return None
+        except (ValueError, TypeError, AttributeError) as exc:
+            self._unreadable(key, raw, exc)
             return None
         return record
 
-    def _parse_versioned(
-        self, key: str, raw: Mapping[Any, Any]
-    ) -> tuple[SessionRecord, int] | None:
-        """:meth:`_parse`, and the record's version (``0`` before its first delta)."""
-        record = self._parse(key, raw)
-        if record is None:
-            return None
-        version = raw.get(b"v", raw.get("v", 0))
+    def _tombstone(self, key: str, raw: Mapping[bytes, bytes]) -> _Tombstone | None:
         try:
-            return record, int(version)
-        except ValueError as exc:
-            self._warn_malformed(key, exc)
+            return _Tombstone(raw[b"r"], float(raw[b"x"]))
+        except (KeyError, ValueError) as exc:
+            self._unreadable(key, raw, f"a tombstone without a valid expiry ({exc})")
             return None
 
-    def _warn_malformed(self, key: str, reason: object) -> None:
-        security_logger.warning(
-            "Redis session record (fingerprint %s) is malformed (%s); treating it as absent.",
-            fingerprint(key),
-            reason,
+    def _parse_versioned(
+        self, key: str, raw: Mapping[Any, Any]
+    ) -> tuple[SessionRecord, int] | _Tombstone | None:
+        """:meth:`_parse`, and a record's version (``0`` before its first delta)."""
+        parsed = self._parse(key, raw)
+        if not isinstance(parsed, SessionRecord):
+            return parsed
+        version = raw.get(b"v", raw.get("v", 0))
+        try:
+            return parsed, int(version)
+        except ValueError as exc:
+            self._unreadable(key, raw, exc)
+            return None
+
+    def _cached_form(
+        self, key: str, raw: Mapping[Any, Any], now: float
+    ) -> tuple[SessionRecord, int] | Rotated | None:
+        """What the local cache keeps of ``HGETALL`` output (see :meth:`LocalCache.load`)."""
+        parsed = self._parse_versioned(key, raw)
+        if isinstance(parsed, _Tombstone):
+            # Never cached: only a late request that still carries an old token reads one.
+            return ROTATED if parsed.until > now else None
+        return parsed
+
+    def _unreadable(self, key: str, raw: Mapping[Any, Any], reason: object) -> None:
+        handle = raw.get(b"h")
+        self.log_unreadable(
+            key, reason, handle.decode("utf-8", "replace") if isinstance(handle, bytes) else None
         )
+
+    @staticmethod
+    def _touch_args(touch: Touch | None, now: float) -> Sequence[Any]:
+        """The touch part of the delta script's arguments (see ``_APPLY``)."""
+        if touch is None:
+            return _NO_TOUCH
+        return (
+            _num(touch.last_seen),
+            _num(touch.expires_at),
+            _ttl_ms(touch.expires_at, now),
+            b"" if touch.absolute_expires_at is None else _num(touch.absolute_expires_at),
+            b"1" if touch.stale else b"",
+        )
+
+    @staticmethod
+    def _delta(changed: Mapping[str, str], deleted: Collection[str]) -> list[Any]:
+        """A delta as script arguments: 2n, n field/value pairs, the fields to delete."""
+        args: list[Any] = [2 * len(changed)]
+        for name, value in changed.items():
+            args += (b"d:" + _b(name), _b(value))
+        args.extend(b"d:" + _b(name) for name in deleted)
+        return args
+
+    @staticmethod
+    def _grace(grace: float, now: float) -> tuple[bytes, bytes]:
+        """A rename's tombstone as script arguments: its TTL in ms (``0``: none), its end."""
+        if grace > 0:
+            return str(math.ceil(grace * 1000)).encode(), _num(now + grace)
+        return b"0", b"0"
 
     def _members(self, index: bytes) -> list[tuple[bytes, float]]:
         try:
@@ -747,40 +1059,42 @@ class RedisStore(Store):
         except self._error as exc:
             raise self._unavailable(exc) from exc
 
-    def load(self, key: str, now: float) -> SessionRecord | None:
+    def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
         """Return the live record under ``key`` with one ``HGETALL``; see :meth:`Store.load`.
 
-        A key that holds something other than a session record (garbage written by hand, a
-        truncated record) is logged on ``flask_keepsake.security`` and treated as absent. With a
-        local cache, a record this process already holds is returned without a round trip.
+        The same ``HGETALL`` finds a rotation tombstone (:data:`ROTATED`). A key that holds
+        neither (garbage written by hand, a truncated record) is logged once on
+        ``flask_keepsake.security`` and treated as absent. With a local cache, a record this
+        process already holds is returned without a round trip.
         """
+        skey = self._s_prefix + _b(key)
         cache = self._cache
         try:
             if cache is not None and cache.supported:
                 try:
-                    return cache.load(
-                        self._s_prefix + _b(key), now, lambda raw: self._parse_versioned(key, raw)
-                    )
+                    return cache.load(skey, now, lambda raw: self._cached_form(key, raw, now))
                 except CacheUnsupported as exc:
                     self._cache_refused(exc)
-            raw = self._client.hgetall(self._s_prefix + _b(key))
+            raw = self._client.hgetall(skey)
         except self._response_error as exc:
             if str(exc).startswith("WRONGTYPE"):
-                self._warn_malformed(key, "not a hash")
+                self.log_unreadable(key, "not a hash")
                 return None
             raise self._unavailable(exc) from exc
         except self._error as exc:
             raise self._unavailable(exc) from exc
         except UnicodeDecodeError as exc:
             # Only a client made with decode_responses=True decodes, and fails on non-UTF-8.
-            self._warn_malformed(key, exc)
+            self.log_unreadable(key, exc)
             return None
         if not raw:
             return None
-        record = self._parse(key, raw)
-        if record is None or record.expires_at <= now:
+        parsed = self._parse(key, raw)
+        if isinstance(parsed, SessionRecord):
+            return parsed if parsed.expires_at > now else None
+        if parsed is None or parsed.until <= now:
             return None
-        return record
+        return ROTATED
 
     def apply(
         self,
@@ -789,89 +1103,239 @@ class RedisStore(Store):
         deleted: Collection[str],
         now: float,
         touch: Touch | None = None,
-    ) -> bool:
+    ) -> Outcome:
         """Apply a per-key delta with one Lua script; see :meth:`Store.apply`.
 
         The script checks that the record is live and changes only the named fields, in one
-        atomic step. A key named in both ``changed`` and ``deleted`` ends up deleted.
+        atomic step. A key named in both ``changed`` and ``deleted`` ends up deleted. On a
+        single server the same script follows a tombstone to the record it names; in a cluster
+        it answers the key the tombstone names, and each further hop is one more round trip.
         """
-        args: list[Any] = [_num(now)]
-        if touch is None:
-            args += (b"", b"", b"")
-        else:
-            args += (
-                _num(touch.last_seen),
-                _num(touch.expires_at),
-                _ttl_ms(touch.expires_at, now),
-            )
-        args.append(2 * len(changed))
-        for name, value in changed.items():
-            args += (b"d:" + _b(name), _b(value))
-        args.extend(b"d:" + _b(name) for name in deleted)
+        return self._write(key, changed, deleted, now, touch, _FOLLOW)
+
+    def touch(self, key: str, touch: Touch, now: float) -> Outcome:
+        """Apply ``touch`` (and the TTL it implies) with one script; see :meth:`Store.touch`."""
+        return self._write(key, {}, (), now, touch, _TOUCH)
+
+    def _write(
+        self,
+        key: str,
+        changed: Mapping[str, str],
+        deleted: Collection[str],
+        now: float,
+        touch: Touch | None,
+        mode: bytes,
+    ) -> Outcome:
+        delta = self._delta(changed, deleted)
+        head = [*self._touch_args(touch, now), mode, self._s_prefix, self._reach]
+        args = [_num(now), *head, *delta]
         skey = self._s_prefix + _b(key)
-        cache = self._cache
         try:
-            if cache is not None and cache.supported:
-                try:
-                    for attempt in (1, 2):
-                        script = ("EVALSHA", _S_APPLY.sha, 1, skey, *args)
-                        result = cache.apply(skey, script, changed, deleted, touch)
-                        if attempt == 1 and isinstance(result, self._noscript):
-                            self._load_scripts()
-                            continue
-                        if isinstance(result, Exception):
-                            raise result
-                        return bool(result > 0)
-                except CacheUnsupported as exc:
-                    # Refused while connecting, before anything was sent: apply it uncached.
-                    self._cache_refused(exc)
-            return bool(self._eval(_S_APPLY, [skey], args) > 0)
+            result = self._run_apply(skey, args, changed, deleted, touch)
+            if not isinstance(result, list):
+                return Outcome.DONE if result > 0 else Outcome.GONE
+            kind = _bytes(result[0])
+            if kind == _FOLLOWED:
+                return Outcome.FOLLOWED
+            if kind == _RAISE_INDEXES:
+                # A cluster, after a touch that moved the absolute expiry: the indexes are on
+                # other nodes, and must not expire before the session.
+                handle, user, ttl = result[2], result[3], result[4]
+                calls: list[_Call] = []
+                if handle is not None:
+                    calls.append((_S_RAISE_TTL, [self._hkey(_bytes(handle))], [ttl]))
+                if user is not None:
+                    calls.append((_S_RAISE_TTL, [self._ukey(_bytes(user))], [ttl]))
+                self._ordered(calls)
+                return Outcome.DONE
+            # A cluster: the record the tombstone names may be on another node. Tombstones
+            # never change, so following it now is what following it in the script would be.
+            args = [_num(now), *_NO_TOUCH, _FOLLOW, self._s_prefix, _REACH_ONE, *delta]
+            for _ in range(MAX_FOLLOW):
+                result = self._eval(_S_APPLY, [_bytes(result[1])], args)
+                if not isinstance(result, list):
+                    return Outcome.FOLLOWED if result > 0 else Outcome.GONE
+            return Outcome.GONE
         except self._error as exc:
             raise self._unavailable(exc) from exc
 
-    def touch(self, key: str, touch: Touch, now: float) -> bool:
-        """Refresh ``last_seen``, ``expires_at`` and the TTL; see :meth:`Store.touch`."""
-        return self.apply(key, {}, (), now, touch)
+    def _run_apply(
+        self,
+        skey: bytes,
+        args: Sequence[Any],
+        changed: Mapping[str, str],
+        deleted: Collection[str],
+        touch: Touch | None,
+    ) -> Any:
+        """Run the delta script on ``skey``, through the local cache's connection if it has one."""
+        cache = self._cache
+        if cache is not None and cache.supported:
+            try:
+                script = ("EVALSHA", _S_APPLY.sha, 1, skey, *args)
+                result = cache.apply(skey, script, changed, deleted, touch)
+                if isinstance(result, self._noscript):
+                    self._load_scripts()
+                    result = cache.apply(skey, script, changed, deleted, touch)
+                if isinstance(result, Exception):
+                    raise result
+                return result
+            except CacheUnsupported as exc:
+                # Refused while connecting, before anything was sent: apply it uncached.
+                self._cache_refused(exc)
+        return self._eval(_S_APPLY, [skey], args)
 
-    def rename(self, old_key: str, record: SessionRecord, now: float) -> bool:
-        """Replace the record under ``old_key`` by ``record``; see :meth:`Store.rename`.
+    def rename(
+        self,
+        old_key: str,
+        record: SessionRecord,
+        now: float,
+        *,
+        changed: Mapping[str, str] | None = None,
+        deleted: Collection[str] = (),
+        grace: float = 0.0,
+    ) -> Outcome:
+        """Move the live record under ``old_key`` to ``record.key``; see :meth:`Store.rename`.
 
-        On one server the whole rename is one script, atomic and one round trip: index entries,
-        handle check, swap, old index entries. In a cluster the two keys live in different slots,
-        so, as the contract asks, the new record is created first and the old one deleted after
-        (if the old one turns out not to be live, the new one is deleted again and ``False``
-        returned), each step its own round trip.
+        On one server the whole rename is one script, atomic and one round trip: the checks
+        (old record live, new key and handle free), the new index entries, the new record (the
+        old record's data as stored, with the delta), the old index entries, and the tombstone
+        (or the old key's removal). In a cluster the two keys live in different slots; the
+        steps, and how no write to the old record is lost between them, are in the module
+        docstring.
         """
         old_b, new_b = _b(old_key), _b(record.key)
+        changed = {} if changed is None else changed
+        if self._cluster and old_b != new_b:
+            return self._rename_across_slots(old_b, new_b, record, changed, deleted, grace, now)
         old_skey, new_skey = self._skey(old_b), self._skey(new_b)
-        fields = self._fields(record)
-        ttl = _ttl_ms(record.expires_at, now)
+        keys = [old_skey, new_skey]
         if not self._cluster:
-            return self._rename_in_one_step(old_b, new_b, record, fields, ttl, now)
+            keys.append(self._hkey(record.handle))
+            if record.user_id is not None:
+                keys.append(self._ukey(record.user_id))
+        meta = self._meta(record)
+        args = [
+            _num(now),
+            _ttl_ms(record.expires_at, now),
+            _ttl_ms(max(record.absolute_expires_at, record.expires_at), now),
+            self._s_prefix,
+            self._h_prefix,
+            self._u_prefix,
+            old_b,
+            new_b,
+            _b(record.handle),
+            *(self._grace(grace, now) if old_b != new_b else (b"0", b"0")),
+            len(meta),
+            *meta,
+            *self._delta(changed, deleted),
+        ]
         try:
-            members = self._ordered(self._index_calls(record, now))[0]
-            if self._handle_taken(members, record.handle, now, {old_b, new_b}):
-                raise ValueError(_DUPLICATE_HANDLE)
-            if old_b == new_b:
-                result = self._eval(_S_SWAP, [old_skey, new_skey], [_num(now), ttl, *fields])
-                if result[0] == 0:
-                    return False
-                if result[0] == -1:
-                    raise ValueError(_DUPLICATE_KEY)
-            else:
-                if self._eval(_S_CREATE, [new_skey], [_num(now), ttl, *fields]) == 0:
-                    raise ValueError(_DUPLICATE_KEY)
-                result = self._eval(_S_DELETE_IF, [old_skey], [_num(now), b"", b"0", b"", b"1"])
-                if result[0] != 2:
-                    self._client.delete(new_skey)
-                    return False
-            if old_b != new_b:
-                self._unindex(old_b, result[1], result[2])
+            if self._cluster:
+                # One key, so one slot for the script; the index entries and the handle check,
+                # on other nodes, go first.
+                members = self._ordered(self._index_calls(record, now))[0]
+                if self._handle_taken(members, record.handle, now, {old_b}):
+                    raise ValueError(_DUPLICATE_HANDLE)
+            result = self._eval(_S_RENAME, keys, args)
         except self._error as exc:
             raise self._unavailable(exc) from exc
         finally:
             self._evict(old_skey, new_skey)
-        return True
+        status = result[0]
+        if status == -2:
+            raise ValueError(_DUPLICATE_HANDLE)
+        if status == -1:
+            raise ValueError(_DUPLICATE_KEY)
+        return Outcome.DONE if status == 1 else Outcome.ROTATED if status == 2 else Outcome.GONE
+
+    def _rename_across_slots(
+        self,
+        old_b: bytes,
+        new_b: bytes,
+        record: SessionRecord,
+        changed: Mapping[str, str],
+        deleted: Collection[str],
+        grace: float,
+        now: float,
+    ) -> Outcome:
+        """A rename in a cluster: steps 1 to 5 of the module docstring."""
+        old_skey, new_skey = self._skey(old_b), self._skey(new_b)
+        ours = {b"d:" + _b(name): _b(value) for name, value in changed.items()}
+        drop = {b"d:" + _b(name) for name in deleted}
+        grace_ms, until = self._grace(grace, now)
+        try:
+            # 1. The old record as it is now.
+            try:
+                raw = self._client.hgetall(old_skey)
+            except self._response_error as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                self.log_unreadable(_s(old_b), "not a hash")
+                return Outcome.GONE
+            if not raw:
+                return Outcome.GONE
+            parsed = self._parse(_s(old_b), raw)
+            if isinstance(parsed, _Tombstone):
+                return Outcome.ROTATED if parsed.until > now else Outcome.GONE
+            if parsed is None or parsed.expires_at <= now:
+                return Outcome.GONE
+            fields = _bytes_hash(raw)
+            version = fields.get(b"v", b"0")
+            base = _data_fields(fields)
+            # 2. Index entries, handle check, the new record. A record that keeps the old one's
+            # handle (a regenerate) needs no check: the old record holds it, so only another
+            # rename of the same record can, and the retirement below settles which one wins.
+            members = self._ordered(self._index_calls(record, now))[0]
+            if record.handle != parsed.handle and self._handle_taken(
+                members, record.handle, now, {old_b, new_b}
+            ):
+                raise ValueError(_DUPLICATE_HANDLE)
+            data = {f: v for f, v in (base | ours).items() if f not in drop}
+            args = [_num(now), _ttl_ms(record.expires_at, now), *self._meta(record), *_flat(data)]
+            if self._eval(_S_CREATE, [new_skey], args) == 0:
+                raise ValueError(_DUPLICATE_KEY)
+            for _ in range(RENAME_ATTEMPTS):
+                # 3. Retire the old record if nothing changed it since it was read.
+                result = self._eval(
+                    _S_RETIRE, [old_skey], [_num(now), version, new_b, grace_ms, until]
+                )
+                status = result[0]
+                if status == 1:
+                    self._unindex(old_b, result[1], result[2])
+                    return Outcome.DONE
+                if status != -1:
+                    # 5. Logged out or revoked meanwhile (0), or another rename won (2).
+                    self._discard(new_b, record)
+                    return Outcome.ROTATED if status == 2 else Outcome.GONE
+                # 4. Written meanwhile: carry over what that write changed, then try again. If
+                # the new record was revoked meanwhile (revoke_all read its index entry), this
+                # writes nothing and the rename still ends with the session revoked.
+                current = _bytes_hash(result[1])
+                version = current.get(b"v", b"0")
+                now_data = _data_fields(current)
+                put = {
+                    f: v
+                    for f, v in now_data.items()
+                    if f not in ours and f not in drop and base.get(f) != v
+                }
+                gone = [f for f in base if f not in now_data and f not in ours and f not in drop]
+                base = now_data
+                if put or gone:
+                    delta = [2 * len(put), *_flat(put), *gone]
+                    args = [_num(now), *_NO_TOUCH, _FOLLOW, self._s_prefix, _REACH_ONE, *delta]
+                    self._eval(_S_APPLY, [new_skey], args)
+            self._discard(new_b, record)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        raise StoreUnavailable(
+            f"Redis session store ({self.describe()}): the session changed during each of "
+            f"{RENAME_ATTEMPTS} attempts to rename it; it was left as it is, with every change"
+        )
+
+    def _discard(self, key: bytes, record: SessionRecord) -> None:
+        """Delete the record a cluster rename created, and its index entries: the rename lost."""
+        self._client.delete(self._skey(key))
+        self._unindex(key, record.handle, record.user_id)
 
     def _create_in_one_step(self, record: SessionRecord, now: float) -> None:
         key_b = _b(record.key)
@@ -895,44 +1359,6 @@ class RedisStore(Store):
             raise ValueError(_DUPLICATE_KEY)
         if result == -2:
             raise ValueError(_DUPLICATE_HANDLE)
-
-    def _rename_in_one_step(
-        self,
-        old_b: bytes,
-        new_b: bytes,
-        record: SessionRecord,
-        fields: list[bytes],
-        ttl: int,
-        now: float,
-    ) -> bool:
-        old_skey, new_skey = self._skey(old_b), self._skey(new_b)
-        keys = [old_skey, new_skey, self._hkey(record.handle)]
-        if record.user_id is not None:
-            keys.append(self._ukey(record.user_id))
-        index_ttl = _ttl_ms(max(record.absolute_expires_at, record.expires_at), now)
-        args = [
-            _num(now),
-            ttl,
-            index_ttl,
-            self._s_prefix,
-            self._h_prefix,
-            self._u_prefix,
-            old_b,
-            new_b,
-            _b(record.handle),
-            *fields,
-        ]
-        try:
-            result = self._eval(_S_RENAME, keys, args)
-        except self._error as exc:
-            raise self._unavailable(exc) from exc
-        finally:
-            self._evict(old_skey, new_skey)
-        if result[0] == -2:
-            raise ValueError(_DUPLICATE_HANDLE)
-        if result[0] == -1:
-            raise ValueError(_DUPLICATE_KEY)
-        return bool(result[0] == 1)
 
     def delete(self, key: str) -> bool:
         """Delete the record under ``key``, live or expired; see :meth:`Store.delete`."""
@@ -978,6 +1404,10 @@ class RedisStore(Store):
                         stale.append(member)
                     continue
                 record = self._parse(_s(member), raw)
+                if isinstance(record, _Tombstone):
+                    # Renamed away: the rename removes this entry (in a cluster, a moment later).
+                    stale.append(member)
+                    continue
                 if record is None:
                     continue
                 if record.user_id != user_id:
@@ -995,31 +1425,42 @@ class RedisStore(Store):
         """Delete the user's records except ``except_key``; see :meth:`Store.delete_user`.
 
         Each session is deleted by a script that first checks it is bound to ``user_id``, so a
-        stale index entry never deletes someone else's session.
+        stale index entry never deletes someone else's session. A session renamed after the
+        index was read (a regenerate racing a "log out everywhere") is found through its
+        tombstone, so it is deleted too.
         """
         ukey = self._ukey(user_id)
         keep = None if except_key is None else _b(except_key)
+        args = [_num(now), b"", b"1", _b(user_id), b"0"]
         try:
-            members = [(m, s) for m, s in self._members(ukey) if m != keep]
-            if not members:
-                return 0
-            args = [_num(now), b"", b"1", _b(user_id), b"0"]
-            results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
-            self._evict(*(self._skey(m) for m, _ in members))
+            pending = [(m, s) for m, s in self._members(ukey) if m != keep]
             live = 0
             remove: list[bytes] = []
             cleanup: list[_Call] = []
-            for (member, score), result in zip(members, results, strict=True):
-                if isinstance(result, Exception):
-                    raise result
-                status = result[0]
-                if status in (1, 2):
-                    live += status == 2
-                    remove.append(member)
-                    if result[1] is not None:
-                        cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
-                elif status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE):
-                    remove.append(member)
+            for _ in range(MAX_FOLLOW + 1):
+                if not pending:
+                    break
+                results = self._pipeline(
+                    [(_S_DELETE_IF, [self._skey(m)], args) for m, _ in pending]
+                )
+                self._evict(*(self._skey(m) for m, _ in pending))
+                renamed: list[tuple[bytes, float]] = []
+                for (member, score), result in zip(pending, results, strict=True):
+                    if isinstance(result, Exception):
+                        raise result
+                    status = result[0]
+                    if status in (1, 2):
+                        live += status == 2
+                        remove.append(member)
+                        if result[1] is not None:
+                            cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
+                    elif status == 3:
+                        remove.append(member)
+                        if (successor := _bytes(result[1])) != keep:
+                            renamed.append((successor, now))
+                    elif status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE):
+                        remove.append(member)
+                pending = renamed
             if remove:
                 cleanup.append(("ZREM", [ukey], remove))
             if cleanup:
@@ -1029,7 +1470,11 @@ class RedisStore(Store):
         return live
 
     def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
-        """Delete the live record named ``handle``; see :meth:`Store.delete_handle`."""
+        """Delete the live record named ``handle``; see :meth:`Store.delete_handle`.
+
+        As in :meth:`delete_user`, a session renamed after the index was read is found through
+        its tombstone (and deleted if it still has this handle).
+        """
         hkey = self._hkey(handle)
         args = [
             _num(now),
@@ -1039,25 +1484,33 @@ class RedisStore(Store):
             b"1",
         ]
         try:
-            members = self._members(hkey)
-            if not members:
-                return None
-            results = self._pipeline([(_S_DELETE_IF, [self._skey(m)], args) for m, _ in members])
-            self._evict(*(self._skey(m) for m, _ in members))
+            pending = self._members(hkey)
             found: bytes | None = None
             remove: list[bytes] = []
             cleanup: list[_Call] = []
-            for (member, score), result in zip(members, results, strict=True):
-                if isinstance(result, Exception):
-                    raise result
-                status = result[0]
-                if status == 2:
-                    found = found or member
-                    remove.append(member)
-                    if result[2] is not None:
-                        cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
-                elif status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE):
-                    remove.append(member)
+            for _ in range(MAX_FOLLOW + 1):
+                if not pending:
+                    break
+                results = self._pipeline(
+                    [(_S_DELETE_IF, [self._skey(m)], args) for m, _ in pending]
+                )
+                self._evict(*(self._skey(m) for m, _ in pending))
+                renamed: list[tuple[bytes, float]] = []
+                for (member, score), result in zip(pending, results, strict=True):
+                    if isinstance(result, Exception):
+                        raise result
+                    status = result[0]
+                    if status == 2:
+                        found = found or member
+                        remove.append(member)
+                        if result[2] is not None:
+                            cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
+                    elif status == 3:
+                        remove.append(member)
+                        renamed.append((_bytes(result[1]), now))
+                    elif status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE):
+                        remove.append(member)
+                pending = renamed
             if remove:
                 cleanup.append(("ZREM", [hkey], remove))
             if cleanup:
@@ -1067,7 +1520,7 @@ class RedisStore(Store):
         return None if found is None else _s(found)
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
-        """Return 0: Redis removes expired records itself, by their TTL."""
+        """Return 0: Redis removes expired records, tombstones and markers itself, by their TTL."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         return 0
@@ -1140,31 +1593,75 @@ class RedisStore(Store):
         live = [(_s(user), n) for user, n in counts.items() if n]
         return heapq.nsmallest(limit, live, key=lambda pair: (-pair[1], pair[0]))
 
+    def put_marker(
+        self, name: str, value: str, expires_at: float, now: float, *, replace: bool = True
+    ) -> bool:
+        """Store a marker under its own prefix with one script; see :meth:`Store.put_marker`.
+
+        The script compares a live marker's stored expiry with ``now`` and writes in the same
+        step, so of several concurrent claims (``replace`` False) exactly one wins, and an
+        expired marker may be claimed again even before Redis has dropped it. The key's TTL
+        (``expires_at - now``) only reclaims memory.
+        """
+        args = [
+            _num(now),
+            _num(expires_at),
+            _ttl_ms(expires_at, now),
+            _b(value),
+            b"1" if replace else b"0",
+        ]
+        try:
+            return bool(self._eval(_S_MARKER, [self._m_prefix + _b(name)], args) == 1)
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+
+    def get_marker(self, name: str, now: float) -> str | None:
+        """Return a live marker's value with one ``HMGET``; see :meth:`Store.get_marker`."""
+        try:
+            value, until = self._client.hmget(self._m_prefix + _b(name), [b"v", b"x"])
+        except self._response_error as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                return None  # written over by hand: no marker of ours
+            raise self._unavailable(exc) from exc
+        except self._error as exc:
+            raise self._unavailable(exc) from exc
+        if value is None or until is None:
+            return None
+        try:
+            if float(until) <= now:
+                return None
+        except ValueError:
+            return None
+        return _s(value)
+
     def delete_all(self) -> int:
-        """Delete every record and index of this store; see :meth:`Store.delete_all`.
+        """Delete every record, tombstone, marker and index of this store; see
+        :meth:`Store.delete_all`.
 
         Walks the keys under the store's prefix with ``SCAN`` (never ``KEYS``), every primary of
-        a cluster, and unlinks them in pipelined batches, session records before the index keys
-        of the same batch. Keys under the prefix that are neither records nor indexes, and keys
-        of other prefixes, are left alone. Returns how many session records were unlinked.
+        a cluster, and unlinks them in pipelined batches, session keys (each by a script that
+        says whether it held a record or a tombstone) before the index and marker keys of the
+        same batch. Keys under the prefix that are none of these, and keys of other prefixes,
+        are left alone. Returns how many session records were unlinked.
         """
         deleted = 0
         if self._cache is not None:
             self._cache.clear()
+        others = (self._u_prefix, self._h_prefix, self._m_prefix)
         try:
             for chunk in _chunks(self._scan(self._prefix), _SCAN_BATCH):
-                sessions = [k for k in chunk if k.startswith(self._s_prefix)]
-                indexes = [
-                    k for k in chunk if k.startswith(self._u_prefix) or k.startswith(self._h_prefix)
+                sessions: list[_Call] = [
+                    (_S_UNLINK, [k], []) for k in chunk if k.startswith(self._s_prefix)
                 ]
-                for keys in (sessions, indexes):
-                    if not keys:
+                rest: list[_Call] = [("UNLINK", [k], []) for k in chunk if k.startswith(others)]
+                for calls in (sessions, rest):
+                    if not calls:
                         continue
-                    results = self._pipeline([("UNLINK", [k], []) for k in keys])
+                    results = self._pipeline(calls)
                     for result in results:
                         if isinstance(result, Exception):
                             raise result
-                    if keys is sessions:
+                    if calls is sessions:
                         deleted += sum(int(result) for result in results)
         except self._error as exc:
             raise self._unavailable(exc) from exc

@@ -17,7 +17,12 @@ How it stays correct (see ``docs/stores.md``, "Local cache"):
   by every delta), and a ``HGET v`` pipelined behind it re-registers the key for tracking (a write
   clears Redis's tracking entry). The cached copy is updated only if that version is exactly one
   more than the cached one and the ``HGET`` returns it: any other writer in between makes the
-  versions disagree, and the entry is dropped.
+  versions disagree, and the entry is dropped. A delta that followed a rotation tombstone wrote
+  another key through ``T``, which no message will ever report: the entries of both keys are
+  dropped.
+- Rotation tombstones are never cached: a load that meets one answers ``ROTATED`` from Redis (only
+  a late request with an old token reads one). A rename, made on the store's own connections,
+  is reported by Redis like any other change, and the store drops both keys as well.
 - If ``T`` breaks or reconnects, the server flushes its database, or the process forks, the whole
   cache is dropped (the server forgot what ``T`` tracked). Every Redis error raised by the store
   drops it too. An entry is also re-read after ``max_age`` seconds, whatever happens, which bounds
@@ -38,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
-from .base import SessionRecord, Touch
+from .base import Rotated, SessionRecord, Touch
 
 logger = logging.getLogger("flask_keepsake")
 
@@ -189,9 +194,13 @@ class LocalCache:
         self,
         skey: bytes,
         now: float,
-        parse: Callable[[Mapping[Any, Any]], tuple[SessionRecord, int] | None],
-    ) -> SessionRecord | None:
-        """Return a copy of the live record under ``skey``, from memory or with one ``HGETALL``."""
+        parse: Callable[[Mapping[Any, Any]], tuple[SessionRecord, int] | Rotated | None],
+    ) -> SessionRecord | Rotated | None:
+        """Return a copy of the live record under ``skey``, from memory or with one ``HGETALL``.
+
+        ``parse`` turns ``HGETALL`` output into the record and its version, or into what the
+        load answers without caching anything (a tombstone's ``ROTATED``, or ``None``).
+        """
         with self._lock:
             if self._conn is not None and self._pid == os.getpid() and self._alive(self._conn):
                 entry = self._entries.get(skey)
@@ -210,9 +219,9 @@ class LocalCache:
                 self._entries.pop(skey, None)
                 return None
             parsed = parse(raw)
-            if parsed is None:
+            if parsed is None or isinstance(parsed, Rotated):
                 self._entries.pop(skey, None)
-                return None
+                return parsed
             record, version = parsed
             if record.expires_at <= now:
                 self._entries.pop(skey, None)
@@ -230,8 +239,9 @@ class LocalCache:
     ) -> Any:
         """Run the delta ``script`` on ``T`` with a ``HGET v`` behind it; keep the cache in step.
 
-        Returns the script's reply (the new version, or 0 if the record was not live), or the
-        exception it raised (``NOSCRIPT``: the caller loads the scripts and calls again).
+        Returns the script's reply (the new version, 0 if the record was not live, or a list
+        naming the key it wrote instead when ``skey`` was a tombstone), or the exception it
+        raised (``NOSCRIPT``: the caller loads the scripts and calls again).
         """
         with self._lock:
             before = self._entries.get(skey)
@@ -254,10 +264,20 @@ class LocalCache:
                 if touch is not None:
                     record.last_seen = touch.last_seen
                     record.expires_at = touch.expires_at
+                    if touch.absolute_expires_at is not None:
+                        record.absolute_expires_at = touch.absolute_expires_at
+                    if touch.stale:
+                        record.auth_time = None
                 entry.version = result
                 self._entries.move_to_end(skey)
             else:
                 self._entries.pop(skey, None)
+                if isinstance(result, list):
+                    # Written through T: Redis reports that change to no one here.
+                    for other in result[1:]:
+                        self._entries.pop(
+                            other if isinstance(other, bytes) else other.encode(), None
+                        )
             return result
 
     def _store(self, skey: bytes, record: SessionRecord, version: int) -> None:
