@@ -58,7 +58,7 @@ def test_rename_across_nodes_moves_the_record(store: RedisStore) -> None:
     expected = dataclasses.replace(renamed, data={"a": "1", "b": "2"})
     assert store.load(key_for(new), NOW) == expected
     assert store.list_user("u", NOW) == [expected]
-    assert store.delete_handle("h-old", NOW) == key_for(new)
+    assert store.delete_handle("h-old", NOW) == (key_for(new), "u")
 
 
 def test_delete_user_reaches_sessions_on_every_node(store: RedisStore) -> None:

@@ -126,7 +126,7 @@ def test_an_end_by_another_process_is_seen_at_once(
     if how == "delete":
         assert other.delete("a" * 64)
     elif how == "delete_handle":
-        assert other.delete_handle("handle-a", NOW) == "a" * 64
+        assert other.delete_handle("handle-a", NOW) == ("a" * 64, "alice")
     elif how == "delete_user":
         assert other.delete_user("alice", NOW) == 1
     elif how == "expire":

@@ -295,7 +295,7 @@ def test_revoke_finds_a_session_renamed_after_the_handle_index_was_read(
     store.create(make_record("old", user_id="u"))
     new = make_record("new", handle="h-old", user_id="u")
     client.after = renaming(other, new)
-    assert store.delete_handle("h-old", NOW, user_id="u") == key_for("new")
+    assert store.delete_handle("h-old", NOW, user_id="u") == (key_for("new"), "u")
     assert store.load(key_for("new"), NOW) is None
 
 

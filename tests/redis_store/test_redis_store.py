@@ -280,7 +280,7 @@ def test_client_that_decodes_responses_works(server: RedisServer) -> None:
         store.create(record)
         assert store.load(record.key, NOW) == record
         assert store.list_user("u", NOW) == [record]
-        assert store.delete_handle(record.handle, NOW) == record.key
+        assert store.delete_handle(record.handle, NOW) == (record.key, "u")
     finally:
         client.close()
 

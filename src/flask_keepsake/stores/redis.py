@@ -7,7 +7,8 @@ The data model, chosen for the engine's guarantees (see ``docs/stores.md``):
 
 ``{prefix}s:{key}``, a HASH per session
     ``h`` the handle, ``u`` the user id (absent while anonymous), ``l`` last seen, ``e`` expires
-    at, ``a`` the absolute expiry, ``t`` the auth time (absent when there is none), ``m`` the
+    at, ``a`` the absolute expiry, ``t`` the auth time (absent when there is none), ``p``
+    present (``1``) when the user asked to be remembered at sign-in, ``m`` the
     fields no request changes (created, IP, user agent) as one JSON array, ``v`` a version that
     every delta bumps (absent until the first one; the local cache and the cluster rename use
     it), and one field ``d:{name}`` per session key. Data fields carry the ``d:`` prefix, so no
@@ -858,6 +859,8 @@ class RedisStore(Store):
             fields += (b"u", _b(record.user_id))
         if record.auth_time is not None:
             fields += (b"t", _num(record.auth_time))
+        if record.remembered:
+            fields += (b"p", b"1")
         return fields
 
     def _fields(self, record: SessionRecord) -> list[bytes]:
@@ -897,6 +900,7 @@ class RedisStore(Store):
                 None if auth_time is None else float(auth_time),
                 ip,
                 user_agent,
+                b"p" in raw,
             )
             if (
                 type(created) not in _NUMBERS
@@ -1469,7 +1473,9 @@ class RedisStore(Store):
             raise self._unavailable(exc) from exc
         return live
 
-    def delete_handle(self, handle: str, now: float, *, user_id: str | None = None) -> str | None:
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
         """Delete the live record named ``handle``; see :meth:`Store.delete_handle`.
 
         As in :meth:`delete_user`, a session renamed after the index was read is found through
@@ -1486,6 +1492,7 @@ class RedisStore(Store):
         try:
             pending = self._members(hkey)
             found: bytes | None = None
+            owner: bytes | None = None
             remove: list[bytes] = []
             cleanup: list[_Call] = []
             for _ in range(MAX_FOLLOW + 1):
@@ -1501,7 +1508,8 @@ class RedisStore(Store):
                         raise result
                     status = result[0]
                     if status == 2:
-                        found = found or member
+                        if found is None:
+                            found, owner = member, result[2]
                         remove.append(member)
                         if result[2] is not None:
                             cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
@@ -1517,7 +1525,9 @@ class RedisStore(Store):
                 self._pipeline(cleanup)
         except self._error as exc:
             raise self._unavailable(exc) from exc
-        return None if found is None else _s(found)
+        if found is None:
+            return None
+        return _s(found), None if owner is None else _s(owner)
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         """Return 0: Redis removes expired records, tombstones and markers itself, by their TTL."""
