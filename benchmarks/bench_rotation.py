@@ -160,10 +160,16 @@ def _table(results: dict[str, pyperf.Benchmark]) -> None:
         print(f"\nMedian relative standard deviation: {statistics.median(spreads):.1%}")
 
 
+def _worker_args(cmd: list[str], args: argparse.Namespace) -> None:
+    # pyperf starts worker processes with its own options only; ours must be passed on.
+    if args.redis:
+        cmd.extend(("--redis", args.redis))
+
+
 def main() -> None:
     # The memory store warns that it is not for production; a benchmark knows.
     logging.getLogger("flask_keepsake").setLevel(logging.ERROR)
-    runner = pyperf.Runner()
+    runner = pyperf.Runner(add_cmdline_args=_worker_args)
     runner.argparser.add_argument("--redis", metavar="URL", help="also run on this Redis server")
     args: argparse.Namespace = runner.parse_args()
     results: dict[str, pyperf.Benchmark] = {}
