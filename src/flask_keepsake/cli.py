@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 security_logger = logging.getLogger("flask_keepsake.security")
 
-#: A finding's severity. ``check`` fails on errors, and on warnings unless ``--fail-level error``;
+#: A finding's severity. ``check`` fails on errors, and on warnings with ``--fail-level warning``;
 #: notes never fail it.
 Severity = Literal["error", "warning", "note"]
 
@@ -663,9 +663,9 @@ def _echo_findings(app: Flask, engine: Engine, findings: list[Finding]) -> None:
 @click.option(
     "--fail-level",
     type=click.Choice(["error", "warning"]),
-    default="warning",
+    default="error",
     show_default=True,
-    help="The lowest severity that makes the command exit with status 1.",
+    help="The lowest severity that makes the command exit with status 1 (warning: for CI).",
 )
 @click.option(
     "--no-spawn",
@@ -683,7 +683,8 @@ def check_command(
     no_spawn: bool,
     as_json: bool,
 ) -> None:
-    """Audit the session and cookie configuration; exit 1 on problems."""
+    """Audit the session and cookie configuration; exit 1 on errors (--fail-level warning: on
+    warnings too)."""
     app = _engine().app
     engine = _engine()
     try:
