@@ -597,6 +597,32 @@ def test_list_shows_a_users_sessions(app: Flask) -> None:
     assert "127.0.0.1" in result.output
 
 
+def test_list_shows_which_sessions_are_persistent(app: Flask) -> None:
+    """list marks a remembered session persistent, in the table and in --json."""
+    keepsake = app.config["TEST_KEEPSAKE"]
+
+    @app.post("/remember")
+    def remember() -> str:
+        keepsake.login(8, remember=True)
+        return "ok"
+
+    app.test_client().post("/remember")
+    _sessions(app, 1, user_id=8)
+    table = run(app, "list", "--user", "8").output
+    assert "persistent" in table
+    assert "browser" in table
+    rows = json.loads(run(app, "list", "--user", "8", "--json").stdout)
+    assert sorted(row["persistent"] for row in rows) == [False, True]
+
+
+def test_check_says_which_keys_it_read_at_start_up(app: Flask) -> None:
+    """check's report says KEEPSAKE_* keys were read at start-up, and prints both policies."""
+    output = run(app, "check", "--no-spawn").output
+    assert "KEEPSAKE_* keys as read when the app started" in output
+    assert "Browser sessions: 30 minutes idle, 12 hours in all." in output
+    assert "Persistent sessions: 31 days idle, 90 days in all." in output
+
+
 def test_list_json(app: Flask) -> None:
     """list --json prints the sessions with ISO dates, never a token or key."""
     handle = _sessions(app, 1, user_id=8)[0]

@@ -331,6 +331,25 @@ def test_matching_origin_without_fetch_metadata_passes(origin_app: Flask) -> Non
     assert _status(origin_app, Origin="http://localhost") == 200
 
 
+def test_origin_of_another_scheme_is_403(origin_app: Flask) -> None:
+    """An http:// page posting to the https:// site is another origin, whatever its host."""
+    client = origin_app.test_client()
+    headers = {"Origin": "http://localhost"}
+    response = client.post("/change", headers=headers, base_url="https://localhost")
+    assert response.status_code == 403
+    same = client.post(
+        "/change", headers={"Origin": "https://localhost"}, base_url="https://localhost"
+    )
+    assert same.status_code == 200
+
+
+def test_origin_with_the_default_port_spelled_out_passes(origin_app: Flask) -> None:
+    """https://host:443 and https://host are the same origin."""
+    client = origin_app.test_client()
+    headers = {"Origin": "https://localhost:443"}
+    assert client.post("/change", headers=headers, base_url="https://localhost").status_code == 200
+
+
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost.evil", "::"])
 def test_foreign_origin_without_fetch_metadata_is_403(origin_app: Flask, origin: str) -> None:
     """An older browser's Origin naming another host, or null, is refused."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -13,9 +14,10 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import TimestampSigner
 
 from flask_keepsake import ConfigError, NotInitialized, tokens
+from flask_keepsake.interface import engine_of
 from flask_keepsake.migrate import adopt_old_sessions
 
-from .conftest import AppFactory
+from .conftest import AppFactory, spy
 from .helpers import parse_set_cookie
 
 SECRET = "test-secret-key-0123456789abcdef"  # the key make_app uses
@@ -270,3 +272,20 @@ def test_adoption_needs_keepsake_first() -> None:
     app = Flask(__name__)
     with pytest.raises(NotInitialized):
         adopt_old_sessions(app)
+
+
+def test_claims_are_not_counted_as_sessions(make_app: AppFactory) -> None:
+    """An adopted cookie's claim is a store marker: stats, list and cleanup see sessions only."""
+    app = migrating_app(make_app)
+    client = browser(app, old_flask_cookie({"_user_id": "5", "cart": [1]}))
+    client.get("/get/cart")
+    store = spy(app).inner
+    assert store.count(clock_now(app)) == 1
+    assert app.test_cli_runner().invoke(args=["keepsake", "list", "--user", "5"]).exit_code == 0
+    stats = app.test_cli_runner().invoke(args=["keepsake", "stats", "--json"])
+    assert json.loads(stats.stdout)["live"] == 1
+
+
+def clock_now(app: Flask) -> float:
+    """The app's clock, now."""
+    return float(engine_of(app).clock())
