@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 import flask_login
 import pyperf
-from bench_rotation import _call, _environ, _stores, _worker_args
 from flask import Flask
 
+from bench_rotation import _call, _environ, _stores, _worker_args
 from flask_keepsake import Keepsake
 from flask_keepsake.stores import Store
 
