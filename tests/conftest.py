@@ -11,9 +11,9 @@ from flask import Flask, Response, request, session
 from flask_keepsake import Keepsake
 from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.base import Store
+from flask_keepsake.testing.servers import RedisClusterServers, RedisServer
 
 from .helpers import FakeClock, SpyStore
-from .redis_server import RedisClusterServers, RedisServer
 from .store_registry import STORES
 
 

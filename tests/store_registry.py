@@ -17,8 +17,7 @@ import pytest
 
 from flask_keepsake.stores import MemoryStore, SQLiteStore, Store
 from flask_keepsake.stores.redis import RedisStore
-
-from .redis_server import RedisClusterServers, RedisServer
+from flask_keepsake.testing.servers import RedisClusterServers, RedisServer
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .redis_server import redis_binary
+from flask_keepsake.testing.servers import redis_binary
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -470,7 +470,7 @@ def assert_file_intact(path: Path, sessions: int) -> None:
 def test_redis_paused_under_load_gives_503_then_recovers(tmp_path: Path) -> None:
     """SIGSTOP on Redis under load: 503s with Retry-After, never 500; SIGCONT: service
     resumes without a restart, and every session written before holds its values, whole."""
-    from .redis_server import RedisServer
+    from flask_keepsake.testing.servers import RedisServer
 
     redis = RedisServer(tmp_path / "redis").start()
     try:
@@ -512,7 +512,7 @@ def test_worker_killed_mid_write_loses_nothing(tmp_path: Path, store: str) -> No
     torn, the killed write left nothing, and the file passes SQLite's integrity check."""
     redis = None
     if store == "redis":
-        from .redis_server import RedisServer
+        from flask_keepsake.testing.servers import RedisServer
 
         redis = RedisServer(tmp_path / "redis").start()
         env = {"KEEPSAKE_STORE": redis.url}

@@ -11,9 +11,9 @@ from flask import Flask, request, session
 
 from flask_keepsake import Keepsake
 from flask_keepsake.stores.redis import RedisStore
+from flask_keepsake.testing.servers import RedisServer
 
 from ..conftest import add_routes
-from ..redis_server import RedisServer
 
 #: Socket timeout of the stores in the fault tests, in seconds.
 TIMEOUT = 0.25

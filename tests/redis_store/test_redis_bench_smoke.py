@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from ..redis_server import redis_binary
+from flask_keepsake.testing.servers import redis_binary
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 
 from flask_keepsake.stores import Outcome, Touch
 from flask_keepsake.stores.redis import RedisStore
+from flask_keepsake.testing.servers import RedisClusterServers
 
-from ..redis_server import RedisClusterServers
 from ..stores.store_helpers import NOW, key_for, make_record
 from .conftest import AppOnStore
 

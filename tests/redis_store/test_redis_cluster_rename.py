@@ -18,8 +18,8 @@ from redis.cluster import RedisCluster
 from flask_keepsake.errors import StoreUnavailable
 from flask_keepsake.stores import ROTATED, Outcome, SessionRecord
 from flask_keepsake.stores.redis import RENAME_ATTEMPTS, RedisStore
+from flask_keepsake.testing.servers import RedisClusterServers
 
-from ..redis_server import RedisClusterServers
 from ..stores.store_helpers import NOW, key_for, make_record
 from ..stores.test_contract import run_threads
 

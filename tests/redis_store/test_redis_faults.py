@@ -17,8 +17,8 @@ from flask import Flask, session
 
 from flask_keepsake import tokens
 from flask_keepsake.stores.redis import RedisStore
+from flask_keepsake.testing.servers import RedisServer
 
-from ..redis_server import RedisServer
 from .conftest import TIMEOUT, AppOnStore
 
 pytestmark = pytest.mark.slow

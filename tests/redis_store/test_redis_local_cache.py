@@ -29,8 +29,8 @@ from flask_keepsake.errors import ConfigError, StoreUnavailable
 from flask_keepsake.store_url import store_from_url
 from flask_keepsake.stores.base import ROTATED, Outcome, SessionRecord, Touch
 from flask_keepsake.stores.redis import RedisStore
+from flask_keepsake.testing.servers import RedisClusterServers, RedisServer
 
-from ..redis_server import RedisClusterServers, RedisServer
 from .conftest import TIMEOUT, AppOnStore
 
 NOW = time.time()

@@ -17,8 +17,8 @@ import redis
 
 from flask_keepsake.stores import ROTATED, Outcome, SessionRecord, Touch
 from flask_keepsake.stores.redis import RedisStore
+from flask_keepsake.testing.servers import RedisServer
 
-from ..redis_server import RedisServer
 from ..stores.store_helpers import NOW, TTL, key_for, make_record
 from .test_redis_store import commands, sent, session_key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ..redis_server import RedisServer
+from flask_keepsake.testing.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ from redis.sentinel import Sentinel
 from flask_keepsake.errors import StoreUnavailable
 from flask_keepsake.stores.base import SessionRecord
 from flask_keepsake.stores.redis import RedisStore
-
-from ..redis_server import RedisSentinel, RedisServer
+from flask_keepsake.testing.servers import RedisSentinel, RedisServer
 
 pytestmark = pytest.mark.slow
 

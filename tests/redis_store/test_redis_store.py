@@ -15,8 +15,8 @@ from flask_keepsake.errors import ConfigError, StoreUnavailable
 from flask_keepsake.store_url import store_from_url
 from flask_keepsake.stores import Outcome, Touch
 from flask_keepsake.stores.redis import INDEX_GRACE, RedisStore, _import_redis
+from flask_keepsake.testing.servers import RedisServer, free_port
 
-from ..redis_server import RedisServer, free_port
 from ..stores.store_helpers import NOW, TTL, key_for, make_record
 from .conftest import AppOnStore
 

@@ -22,8 +22,7 @@ from cryptography.x509.oid import NameOID
 from flask_keepsake.errors import StoreUnavailable
 from flask_keepsake.stores.base import SessionRecord
 from flask_keepsake.stores.redis import RedisStore
-
-from ..redis_server import RedisServer, free_port
+from flask_keepsake.testing.servers import RedisServer, free_port
 
 NOW = time.time()
 

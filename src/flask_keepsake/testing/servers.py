@@ -1,7 +1,18 @@
-"""Start and stop real ``redis-server`` processes on free loopback ports, for the tests.
+"""Start and stop real ``redis-server`` processes on free loopback ports, for tests and benchmarks.
 
-Never touches any other Redis on the machine: every server here is started by the tests, on a port
-they picked, with its files in a temporary directory, and is stopped by its own pid.
+::
+
+    from flask_keepsake.testing.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()     # a free port on 127.0.0.1
+    app.config["KEEPSAKE_STORE"] = server.url
+    ...
+    server.stop()
+
+Never touches any other Redis on the machine: every server here is started on a port picked
+here, with its files in the given directory, and is stopped by its own pid. Needs redis-py (the
+``redis`` extra) and the ``redis-server`` binary; under pytest a missing binary skips the test
+with a loud reason, or fails it when the environment variable ``CI`` is ``true``.
 """
 
 from __future__ import annotations
@@ -12,27 +23,39 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 STARTUP_TIMEOUT = 10.0
 
 
+class MissingServer(RuntimeError):
+    """The server binary is not installed."""
+
+
 def redis_binary(name: str = "redis-server") -> str:
-    """The path of ``name``; skip the test loudly if it is missing (fail when ``CI=true``)."""
+    """The path of ``name``.
+
+    If it is missing: under pytest, skip the test loudly (fail it when ``CI=true``); elsewhere
+    raise :class:`MissingServer`.
+    """
     path = shutil.which(name)
     if path is None:
         message = (
-            f"{name} is not on PATH: the Redis store tests did NOT run. Install Redis 7 "
+            f"{name} is not on PATH: the Redis tests did NOT run. Install Redis 7 "
             "(for example `apt-get install redis-server`) to run them."
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        if "pytest" in sys.modules:
+            import pytest
+
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        raise MissingServer(message)
     return path
 
 
