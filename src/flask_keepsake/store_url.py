@@ -92,9 +92,9 @@ def _flag(name: str, text: str) -> bool:
 
 def _redis(url: str, app: Flask) -> Store:
     try:
-        from .stores.redis import EXTRA, RedisStore, _import_redis
+        from .stores.redis import EXTRA, RedisStore, import_redis
 
-        _import_redis()
+        import_redis()
     except ModuleNotFoundError:
         raise ConfigError(
             _KEY, f"{url.partition(':')[0]}:// needs redis-py: pip install '{EXTRA}'."

@@ -14,7 +14,7 @@ from flask import Flask
 from flask_keepsake.errors import ConfigError, StoreUnavailable
 from flask_keepsake.store_url import store_from_url
 from flask_keepsake.stores import Outcome, Touch
-from flask_keepsake.stores.redis import INDEX_GRACE, RedisStore, _import_redis
+from flask_keepsake.stores.redis import INDEX_GRACE, RedisStore, import_redis
 from flask_keepsake.testing.servers import RedisServer, free_port
 
 from ..stores.store_helpers import NOW, TTL, key_for, make_record
@@ -321,7 +321,7 @@ def test_missing_redis_py_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     """Without redis-py, building a Redis store says which extra to install."""
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(ModuleNotFoundError, match=r"flask-keepsake\[redis\]"):
-        _import_redis()
+        import_redis()
     with pytest.raises(ConfigError, match=r"KEEPSAKE_STORE.*flask-keepsake\[redis\]"):
         store_from_url("redis://127.0.0.1:6379/0", Flask(__name__))
 

@@ -79,7 +79,6 @@ following inside one script.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import json
@@ -88,13 +87,24 @@ import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..errors import StoreUnavailable
-from .base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
-from .redis_cache import DEFAULT_MAX_AGE, CacheUnsupported, LocalCache
+from ...errors import StoreUnavailable
+from ..base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
+from .cache import DEFAULT_MAX_AGE, CacheUnsupported, LocalCache
+from .scripts import (
+    FOLLOW,
+    FOLLOWED,
+    NO_TOUCH,
+    RAISE_INDEXES,
+    REACH_ALL,
+    REACH_ONE,
+    TOUCH,
+    Scripts,
+)
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.cluster import RedisCluster
+    from redis.commands.core import Script
 
 logger = logging.getLogger("flask_keepsake")
 
@@ -113,387 +123,9 @@ INDEX_GRACE: Final = 300.0
 #: keep changing it (each try costs two round trips) before it gives up, changing nothing.
 RENAME_ATTEMPTS: Final = 64
 
-_LIVE = """
-local function live(key, now)
-  local e = redis.pcall('HGET', key, 'e')
-  if type(e) ~= 'string' then return false end
-  e = tonumber(e)
-  return e ~= nil and e > now
-end
--- The key (without the prefix) that a live rotation tombstone under key names, or false.
-local function successor(key, now)
-  local r = redis.pcall('HMGET', key, 'r', 'x')
-  if r['err'] or not r[1] then return false end
-  local x = tonumber(r[2])
-  if x == nil or x <= now then return false end
-  return r[1]
-end
-local function hset(key, first, last)
-  for i = first, last, 1000 do
-    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
-  end
-end
--- Write a record from ARGV[first..] under key, replacing what is there, with a TTL of ttl_ms.
-local function put(key, first, ttl)
-  redis.call('DEL', key)
-  hset(key, first, #ARGV)
-  redis.call('PEXPIRE', key, ttl)
-end
--- Replace the session under key by a tombstone naming new until deadline, with a TTL of
--- grace_ms, or, with grace_ms '0', delete it.
-local function retire(key, new, grace_ms, deadline)
-  redis.call('DEL', key)
-  if grace_ms ~= '0' then
-    redis.call('HSET', key, 'r', new, 'x', deadline)
-    redis.call('PEXPIRE', key, grace_ms)
-  end
-end
-"""
-
-# KEYS: session. ARGV: now, ttl_ms, field, value, ...  Returns 1, or 0 if a live record exists.
-_CREATE = (
-    _LIVE
-    + """
-if live(KEYS[1], tonumber(ARGV[1])) then return 0 end
-put(KEYS[1], 3, ARGV[2])
-return 1
-"""
-)
-
-# KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), absolute expiry
-# ('': keep it), '1' to drop the auth time, what to do with a tombstone ('touch': nothing,
-# 'follow': apply the data delta to the record it names), session prefix, reach ('all' on a
-# single server: keys built from the prefix may be used; 'one' in a cluster, where they may be
-# on other nodes), 2n, n field/value pairs, fields to delete...
-# Returns, when written to KEYS[1], the record's new version (1 or more), or, in reach 'one'
-# after a touch that moved the absolute expiry, {'indexes', version, handle, user, ttl_ms}: the
-# caller raises the TTL of those indexes, which must outlive the session. Returns 0, writing
-# nothing, if there is no live record (nor a live one at the end of at most MAX_FOLLOW
-# tombstones). For a tombstone: {'followed', ''} writing nothing ('touch'), {'followed', key
-# written} after applying the data delta, not the touch ('follow', reach 'all'), or {'renamed',
-# key it names} writing nothing ('follow', reach 'one').
-_APPLY = (
-    _LIVE
-    + f"local MAX_FOLLOW = {MAX_FOLLOW}\n"
-    + """
-local function raise_ttl(key, ttl)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-end
-local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[10])
-local function patch(key)
-  if n > 0 then hset(key, 11, 10 + n) end
-  for i = 11 + n, #ARGV, 1000 do
-    redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-  end
-  return redis.call('HINCRBY', key, 'v', 1)
-end
-local key = KEYS[1]
-if live(key, now) then
-  if ARGV[2] == '' then return patch(key) end
-  redis.call('HSET', key, 'l', ARGV[2], 'e', ARGV[3])
-  if ARGV[6] == '1' then redis.call('HDEL', key, 't') end
-  redis.call('PEXPIRE', key, ARGV[4])
-  if ARGV[5] == '' then return patch(key) end
-  redis.call('HSET', key, 'a', ARGV[5])
-  local version = patch(key)
-  -- The user and handle indexes must live as long as the session may.
-  local ttl = math.ceil((math.max(tonumber(ARGV[5]), tonumber(ARGV[3])) - now) * 1000)
-  local r = redis.call('HMGET', key, 'h', 'u')
-  if ARGV[9] == 'one' then return {'indexes', version, r[1], r[2], ttl} end
-  local prefix = string.sub(ARGV[8], 1, -3)
-  if r[1] then raise_ttl(prefix .. 'h:' .. r[1], ttl) end
-  if r[2] then raise_ttl(prefix .. 'u:' .. r[2], ttl) end
-  return version
-end
-for _ = 1, MAX_FOLLOW do
-  local new = successor(key, now)
-  if not new then return 0 end
-  if ARGV[7] == 'touch' then return {'followed', ''} end
-  key = ARGV[8] .. new
-  if ARGV[9] == 'one' then return {'renamed', key} end
-  if live(key, now) then
-    patch(key)
-    return {'followed', key}
-  end
-end
-return 0
-"""
-)
-
-# KEYS: index. ARGV: ttl_ms. Raises the key's TTL to ttl_ms if it is shorter.
-_RAISE_TTL = """
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-# KEYS: session. ARGV, on a single server only: handle index prefix, user index prefix, member.
-# Returns {0} if absent or a rotation tombstone (which is not a record, and is left alone), else
-# {1, handle, user} after deleting it (and, given ARGV, its entries in the handle and user
-# indexes, in the same step; a cluster, where those keys may live on other nodes, passes no ARGV
-# and removes them in a second round trip).
-_DELETE = """
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then return {0} end
-local h, u = false, false
-if t == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'h', 'u', 'r')
-  if not r[1] and r[3] then return {0} end
-  h, u = r[1], r[2]
-end
-redis.call('DEL', KEYS[1])
-if #ARGV == 3 then
-  if h then redis.pcall('ZREM', ARGV[1] .. h, ARGV[3]) end
-  if u then redis.pcall('ZREM', ARGV[2] .. u, ARGV[3]) end
-end
-return {1, h, u}
-"""
-
-# KEYS: session. ARGV: now, handle ('' for any), '1' to match the user in ARGV[4], user,
-# '1' to delete only a live record. Returns {status, handle, user}; status: 2 deleted a live
-# record, 1 deleted an expired one, 0 absent, -1 not a session hash, -2 another handle, -3
-# another user, -4 expired and kept; or {3, key} for a live tombstone, which is kept, and the
-# key (without the prefix) it names.
-_DELETE_IF = (
-    _LIVE
-    + """
-local r = redis.pcall('HMGET', KEYS[1], 'e', 'h', 'u')
-if r['err'] then return {-1} end
-local e = tonumber(r[1])
-if not r[1] and not r[2] then
-  local new = successor(KEYS[1], tonumber(ARGV[1]))
-  if new then return {3, new} end
-  return {0}
-end
-if ARGV[2] ~= '' and r[2] ~= ARGV[2] then return {-2, r[2], r[3]} end
-if ARGV[3] == '1' and r[3] ~= ARGV[4] then return {-3, r[2], r[3]} end
-local is_live = e ~= nil and e > tonumber(ARGV[1])
-if ARGV[5] == '1' and not is_live then return {-4, r[2], r[3]} end
-redis.call('DEL', KEYS[1])
-if is_live then return {2, r[2], r[3]} end
-return {1, r[2], r[3]}
-"""
-)
-
-# KEYS: session. Unlinks it; returns 1 if it held a record (anything but a rotation tombstone,
-# so that delete_all counts records only), else 0.
-_UNLINK = """
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then return 0 end
-local record = 1
-if t == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'h', 'r')
-  if not r[1] and r[2] then record = 0 end
-end
-redis.call('UNLINK', KEYS[1])
-return record
-"""
-
-# Helpers: add an index entry (score now, TTL raised to ttl_ms; any script), and whether a live
-# session other than mine1/mine2 holds the handle, read from the handle index (single server
-# only: its members are session keys under s_prefix, which a cluster could not reach from here).
-_INDEXES = """
-local function index_add(key, member, now, ttl)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', key) end
-  redis.call('ZADD', key, now, member)
-  if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
-end
-local function handle_taken(index, s_prefix, handle, now, mine1, mine2)
-  for _, m in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if m ~= mine1 and m ~= mine2 then
-      local r = redis.pcall('HMGET', s_prefix .. m, 'e', 'h')
-      if not r['err'] and r[1] and r[2] == handle then
-        local e = tonumber(r[1])
-        if e and e > now then return true end
-      end
-    end
-  end
-  return false
-end
-"""
-
-# A create on a single server, in one step: the index entries, the handle check, the record.
-# KEYS: session, handle index, [user index]. ARGV: now, ttl_ms, index ttl_ms, session prefix,
-# member, handle, then field, value, ... Returns 1, 0 if a live record has the key, -2 if another
-# live session holds the handle (in both cases only the index entries, which are hints, exist).
-_CREATE_ONE = (
-    _LIVE
-    + _INDEXES
-    + """
-local now = tonumber(ARGV[1])
-index_add(KEYS[2], ARGV[5], ARGV[1], ARGV[3])
-if KEYS[3] then index_add(KEYS[3], ARGV[5], ARGV[1], ARGV[3]) end
-if handle_taken(KEYS[2], ARGV[4], ARGV[6], now, ARGV[5], ARGV[5]) then return -2 end
-if live(KEYS[1], now) then return 0 end
-put(KEYS[1], 7, ARGV[2])
-return 1
-"""
-)
-
-# A rename in one step: read the old record, write the new one (its metadata from ARGV, the old
-# record's data fields with the delta applied), and retire the old key. On a single server it
-# also checks the handle and moves the index entries (KEYS[3], KEYS[4] and keys built from the
-# prefixes); a cluster passes only the two session keys, which must then be one key.
-# KEYS: old session, new session, [handle index, [user index]]. ARGV: now, ttl_ms, index ttl_ms,
-# session prefix, handle index prefix, user index prefix, old member, new member, handle,
-# grace_ms ('0': no tombstone), tombstone until, 2m, m metadata field/value pairs, 2n, n changed
-# field/value pairs, fields to delete... Returns {1, old handle, old user}; {0} if the old record
-# is not live, {2} if the old key is a tombstone, {-1} if a live record holds the new key, {-2} if
-# another live session holds the handle; in all four cases nothing was written.
-_RENAME = (
-    _LIVE
-    + _INDEXES
-    + """
-local now = tonumber(ARGV[1])
-local old, new = KEYS[1], KEYS[2]
-if not live(old, now) then
-  if successor(old, now) then return {2} end
-  return {0}
-end
-if old ~= new and live(new, now) then return {-1} end
-if KEYS[3] then
-  if handle_taken(KEYS[3], ARGV[4], ARGV[9], now, ARGV[7], ARGV[8]) then return {-2} end
-  index_add(KEYS[3], ARGV[8], ARGV[1], ARGV[3])
-  if KEYS[4] then index_add(KEYS[4], ARGV[8], ARGV[1], ARGV[3]) end
-end
-local all = redis.call('HGETALL', old)
-local h, u, data = false, false, {}
-for i = 1, #all, 2 do
-  local f = all[i]
-  if f == 'h' then h = all[i + 1]
-  elseif f == 'u' then u = all[i + 1]
-  elseif string.sub(f, 1, 2) == 'd:' then
-    data[#data + 1] = f
-    data[#data + 1] = all[i + 1]
-  end
-end
-redis.call('DEL', old, new)
-local m = tonumber(ARGV[12])
-hset(new, 13, 12 + m)
-for i = 1, #data, 1000 do
-  redis.call('HSET', new, unpack(data, i, math.min(i + 999, #data)))
-end
-local c = 13 + m
-local n = tonumber(ARGV[c])
-if n > 0 then hset(new, c + 1, c + n) end
-for i = c + 1 + n, #ARGV, 1000 do
-  redis.call('HDEL', new, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-redis.call('PEXPIRE', new, ARGV[2])
-if old ~= new then
-  if KEYS[3] then
-    if h then redis.pcall('ZREM', ARGV[5] .. h, ARGV[7]) end
-    if u then redis.pcall('ZREM', ARGV[6] .. u, ARGV[7]) end
-  end
-  retire(old, ARGV[8], ARGV[10], ARGV[11])
-end
-return {1, h, u}
-"""
-)
-
-# Step 3 of a rename in a cluster (see the module docstring), on the old key alone.
-# KEYS: old session. ARGV: now, the version read, new key (without the prefix), grace_ms ('0':
-# no tombstone), tombstone until. Returns {1, handle, user} once retired; {0} if no live record
-# is there, {2} if a tombstone is (another rename won), {-1, fields} if the version differs:
-# the whole record as it is now (HGETALL), and nothing written.
-_RETIRE = (
-    _LIVE
-    + """
-local now = tonumber(ARGV[1])
-if not live(KEYS[1], now) then
-  if successor(KEYS[1], now) then return {2} end
-  return {0}
-end
-local r = redis.call('HMGET', KEYS[1], 'v', 'h', 'u')
-if (r[1] or '0') ~= ARGV[2] then return {-1, redis.call('HGETALL', KEYS[1])} end
-retire(KEYS[1], ARGV[3], ARGV[4], ARGV[5])
-return {1, r[2], r[3]}
-"""
-)
-
-# KEYS: marker. ARGV: now, expires_at, ttl_ms, value, '0' to keep a live marker (a claim).
-# Returns 1 when written, 0 when a live marker was kept. Anything else under the key (garbage
-# written by hand) is replaced.
-_MARKER = """
-if ARGV[5] == '0' then
-  local x = redis.pcall('HGET', KEYS[1], 'x')
-  if type(x) == 'string' then
-    x = tonumber(x)
-    if x ~= nil and x > tonumber(ARGV[1]) then return 0 end
-  end
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[4], 'x', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
-# KEYS: index. ARGV: score, member, ttl_ms, '1' to return the members.
-_INDEX_ADD = (
-    _INDEXES
-    + """
-index_add(KEYS[1], ARGV[2], ARGV[1], ARGV[3])
-if ARGV[4] == '1' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
-return 0
-"""
-)
-
-
-class _Lua:
-    """A Lua script run by its SHA1 (``EVALSHA``), loaded again when the server lost it."""
-
-    __slots__ = ("sha", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-
-_SCRIPTS: Final = {
-    name: _Lua(text)
-    for name, text in (
-        ("create", _CREATE),
-        ("apply", _APPLY),
-        ("rename", _RENAME),
-        ("retire", _RETIRE),
-        ("create_one", _CREATE_ONE),
-        ("delete", _DELETE),
-        ("delete_if", _DELETE_IF),
-        ("unlink", _UNLINK),
-        ("marker", _MARKER),
-        ("index_add", _INDEX_ADD),
-        ("raise_ttl", _RAISE_TTL),
-    )
-}
-_S_CREATE: Final = _SCRIPTS["create"]
-_S_APPLY: Final = _SCRIPTS["apply"]
-_S_RENAME: Final = _SCRIPTS["rename"]
-_S_RETIRE: Final = _SCRIPTS["retire"]
-_S_CREATE_ONE: Final = _SCRIPTS["create_one"]
-_S_DELETE: Final = _SCRIPTS["delete"]
-_S_DELETE_IF: Final = _SCRIPTS["delete_if"]
-_S_UNLINK: Final = _SCRIPTS["unlink"]
-_S_MARKER: Final = _SCRIPTS["marker"]
-_S_INDEX_ADD: Final = _SCRIPTS["index_add"]
-_S_RAISE_TTL: Final = _SCRIPTS["raise_ttl"]
-
-#: What the delta script does when it meets a tombstone, and which keys it may reach (see
-#: ``_APPLY``).
-_TOUCH: Final = b"touch"
-_FOLLOW: Final = b"follow"
-_REACH_ALL: Final = b"all"
-_REACH_ONE: Final = b"one"
-#: The delta script's answers that are not a version.
-_FOLLOWED: Final = b"followed"
-_RAISE_INDEXES: Final = b"indexes"
-#: The touch part of the delta script's arguments when there is no touch.
-_NO_TOUCH: Final = (b"", b"", b"", b"", b"")
 
 #: One command of a pipeline: a script or a command name, its keys and its arguments.
-_Call = tuple[_Lua | str, Sequence[bytes], Sequence[Any]]
+_Call = tuple["Script | str", Sequence[bytes], Sequence[Any]]
 
 _NUMBERS: Final = (float, int)
 _OPTIONAL_STR: Final = (str, type(None))
@@ -559,7 +191,7 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _import_redis() -> Any:
+def import_redis() -> Any:
     try:
         import redis
     except ImportError as exc:
@@ -607,7 +239,7 @@ class RedisStore(Store):
         local_cache: int = 0,
         local_cache_ttl: float = DEFAULT_MAX_AGE,
     ) -> None:
-        redis = _import_redis()
+        redis = import_redis()
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if type(local_cache) is not int or local_cache < 0:
@@ -636,6 +268,7 @@ class RedisStore(Store):
         self._error: type[Exception] = redis.exceptions.RedisError
         self._response_error: type[Exception] = redis.exceptions.ResponseError
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
+        self._scripts = Scripts(client)
         self._owns_client = False
         self._closed = False
         raw = _b(prefix)
@@ -646,7 +279,7 @@ class RedisStore(Store):
         self._m_prefix = raw + b"m:"
         # A single server follows tombstones (and raises index TTLs) inside the delta script; a
         # cluster, where those keys may be on other nodes, does it in further round trips.
-        self._reach = _REACH_ONE if self._cluster else _REACH_ALL
+        self._reach = REACH_ONE if self._cluster else REACH_ALL
 
     @classmethod
     def from_url(
@@ -677,7 +310,7 @@ class RedisStore(Store):
             ``max_connections``, ``retry``, ...). The client does not retry by default: a
             failed call answers 503 at once, and the next request gets a fresh connection.
         """
-        redis = _import_redis()
+        redis = import_redis()
         for scheme, replacement in (("valkeys://", "rediss://"), ("valkey://", "redis://")):
             if url.lower().startswith(scheme):
                 url = replacement + url[len(scheme) :]
@@ -793,35 +426,30 @@ class RedisStore(Store):
             for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH, target_nodes=node):
                 yield _bytes(key)
 
-    def _load_scripts(self) -> None:
-        for script in _SCRIPTS.values():
-            script.sha = _s(self._client.script_load(script.text))
-
-    def _eval(self, script: _Lua, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
-        try:
-            return self._client.evalsha(script.sha, len(keys), *keys, *args)
-        except self._noscript:
-            self._load_scripts()
-            return self._client.evalsha(script.sha, len(keys), *keys, *args)
-
     def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
-        """Run ``calls`` in order, in one round trip per server; errors come back as values."""
+        """Run ``calls`` in order, in one round trip per server; errors come back as values.
+
+        On one server redis-py's pipeline makes sure its scripts are loaded before it sends
+        them. A cluster pipeline does not: redis-py documents scripts in cluster pipelines as
+        unsupported and blocks ``evalsha`` there, but routes a plain ``EVALSHA`` command by its
+        first key. So a cluster sends that command, and a call answered ``NOSCRIPT``, which did
+        not run, is run again through its ``Script``, which loads it on every primary.
+        """
         pipe = self._client.pipeline(transaction=False)
         for what, keys, args in calls:
-            if isinstance(what, _Lua):
+            if isinstance(what, str):
+                pipe.execute_command(what, *keys, *args)
+            elif self._cluster:
                 pipe.execute_command("EVALSHA", what.sha, len(keys), *keys, *args)
             else:
-                pipe.execute_command(what, *keys, *args)
+                what(keys, args, client=pipe)
         results: list[Any] = pipe.execute(raise_on_error=False)
-        if any(isinstance(result, self._noscript) for result in results):
-            # The server lost its scripts (restart, SCRIPT FLUSH): those calls did not run, so
-            # running them now, in their order, runs each exactly once.
-            self._load_scripts()
+        if self._cluster:
             for index, result in enumerate(results):
                 if isinstance(result, self._noscript):
-                    what, keys, args = calls[index]
-                    assert isinstance(what, _Lua)
-                    results[index] = self._eval(what, keys, args)
+                    script, keys, args = calls[index]
+                    assert not isinstance(script, str)
+                    results[index] = script(keys, args)
         return results
 
     def _ordered(self, *batches: Sequence[_Call]) -> list[Any]:
@@ -961,7 +589,7 @@ class RedisStore(Store):
     def _touch_args(touch: Touch | None, now: float) -> Sequence[Any]:
         """The touch part of the delta script's arguments (see ``_APPLY``)."""
         if touch is None:
-            return _NO_TOUCH
+            return NO_TOUCH
         return (
             _num(touch.last_seen),
             _num(touch.expires_at),
@@ -1009,10 +637,12 @@ class RedisStore(Store):
         key = _b(record.key)
         ttl = _ttl_ms(max(record.absolute_expires_at, record.expires_at), now)
         calls: list[_Call] = [
-            (_S_INDEX_ADD, [self._hkey(record.handle)], [_num(now), key, ttl, b"1"])
+            (self._scripts.index_add, [self._hkey(record.handle)], [_num(now), key, ttl, b"1"])
         ]
         if record.user_id is not None:
-            calls.append((_S_INDEX_ADD, [self._ukey(record.user_id)], [_num(now), key, ttl, b"0"]))
+            calls.append(
+                (self._scripts.index_add, [self._ukey(record.user_id)], [_num(now), key, ttl, b"0"])
+            )
         return calls
 
     def _handle_taken(
@@ -1053,7 +683,8 @@ class RedisStore(Store):
         try:
             args = [_num(now), _ttl_ms(record.expires_at, now), *self._fields(record)]
             results = self._ordered(
-                self._index_calls(record, now), [(_S_CREATE, [self._skey(record.key)], args)]
+                self._index_calls(record, now),
+                [(self._scripts.create, [self._skey(record.key)], args)],
             )
             if results[-1] == 0:
                 raise ValueError(_DUPLICATE_KEY)
@@ -1115,11 +746,11 @@ class RedisStore(Store):
         single server the same script follows a tombstone to the record it names; in a cluster
         it answers the key the tombstone names, and each further hop is one more round trip.
         """
-        return self._write(key, changed, deleted, now, touch, _FOLLOW)
+        return self._write(key, changed, deleted, now, touch, FOLLOW)
 
     def touch(self, key: str, touch: Touch, now: float) -> Outcome:
         """Apply ``touch`` (and the TTL it implies) with one script; see :meth:`Store.touch`."""
-        return self._write(key, {}, (), now, touch, _TOUCH)
+        return self._write(key, {}, (), now, touch, TOUCH)
 
     def _write(
         self,
@@ -1139,24 +770,24 @@ class RedisStore(Store):
             if not isinstance(result, list):
                 return Outcome.DONE if result > 0 else Outcome.GONE
             kind = _bytes(result[0])
-            if kind == _FOLLOWED:
+            if kind == FOLLOWED:
                 return Outcome.FOLLOWED
-            if kind == _RAISE_INDEXES:
+            if kind == RAISE_INDEXES:
                 # A cluster, after a touch that moved the absolute expiry: the indexes are on
                 # other nodes, and must not expire before the session.
                 handle, user, ttl = result[2], result[3], result[4]
                 calls: list[_Call] = []
                 if handle is not None:
-                    calls.append((_S_RAISE_TTL, [self._hkey(_bytes(handle))], [ttl]))
+                    calls.append((self._scripts.raise_ttl, [self._hkey(_bytes(handle))], [ttl]))
                 if user is not None:
-                    calls.append((_S_RAISE_TTL, [self._ukey(_bytes(user))], [ttl]))
+                    calls.append((self._scripts.raise_ttl, [self._ukey(_bytes(user))], [ttl]))
                 self._ordered(calls)
                 return Outcome.DONE
             # A cluster: the record the tombstone names may be on another node. Tombstones
             # never change, so following it now is what following it in the script would be.
-            args = [_num(now), *_NO_TOUCH, _FOLLOW, self._s_prefix, _REACH_ONE, *delta]
+            args = [_num(now), *NO_TOUCH, FOLLOW, self._s_prefix, REACH_ONE, *delta]
             for _ in range(MAX_FOLLOW):
-                result = self._eval(_S_APPLY, [_bytes(result[1])], args)
+                result = self._scripts.apply([_bytes(result[1])], args)
                 if not isinstance(result, list):
                     return Outcome.FOLLOWED if result > 0 else Outcome.GONE
             return Outcome.GONE
@@ -1175,18 +806,18 @@ class RedisStore(Store):
         cache = self._cache
         if cache is not None and cache.supported:
             try:
-                script = ("EVALSHA", _S_APPLY.sha, 1, skey, *args)
+                script = ("EVALSHA", self._scripts.apply.sha, 1, skey, *args)
                 result = cache.apply(skey, script, changed, deleted, touch)
-                if isinstance(result, self._noscript):
-                    self._load_scripts()
-                    result = cache.apply(skey, script, changed, deleted, touch)
-                if isinstance(result, Exception):
-                    raise result
-                return result
+                if not isinstance(result, self._noscript):
+                    if isinstance(result, Exception):
+                        raise result
+                    return result
+                # The server lost the script, so nothing ran (and the cache dropped the entry):
+                # run it through redis-py's Script, which loads it, outside the cache.
             except CacheUnsupported as exc:
                 # Refused while connecting, before anything was sent: apply it uncached.
                 self._cache_refused(exc)
-        return self._eval(_S_APPLY, [skey], args)
+        return self._scripts.apply([skey], args)
 
     def rename(
         self,
@@ -1218,7 +849,7 @@ class RedisStore(Store):
             if record.user_id is not None:
                 keys.append(self._ukey(record.user_id))
         meta = self._meta(record)
-        args = [
+        args: list[Any] = [
             _num(now),
             _ttl_ms(record.expires_at, now),
             _ttl_ms(max(record.absolute_expires_at, record.expires_at), now),
@@ -1240,7 +871,7 @@ class RedisStore(Store):
                 members = self._ordered(self._index_calls(record, now))[0]
                 if self._handle_taken(members, record.handle, now, {old_b}):
                     raise ValueError(_DUPLICATE_HANDLE)
-            result = self._eval(_S_RENAME, keys, args)
+            result = self._scripts.rename(keys, args)
         except self._error as exc:
             raise self._unavailable(exc) from exc
         finally:
@@ -1295,13 +926,18 @@ class RedisStore(Store):
             ):
                 raise ValueError(_DUPLICATE_HANDLE)
             data = {f: v for f, v in (base | ours).items() if f not in drop}
-            args = [_num(now), _ttl_ms(record.expires_at, now), *self._meta(record), *_flat(data)]
-            if self._eval(_S_CREATE, [new_skey], args) == 0:
+            args: list[Any] = [
+                _num(now),
+                _ttl_ms(record.expires_at, now),
+                *self._meta(record),
+                *_flat(data),
+            ]
+            if self._scripts.create([new_skey], args) == 0:
                 raise ValueError(_DUPLICATE_KEY)
             for _ in range(RENAME_ATTEMPTS):
                 # 3. Retire the old record if nothing changed it since it was read.
-                result = self._eval(
-                    _S_RETIRE, [old_skey], [_num(now), version, new_b, grace_ms, until]
+                result = self._scripts.retire(
+                    [old_skey], [_num(now), version, new_b, grace_ms, until]
                 )
                 status = result[0]
                 if status == 1:
@@ -1326,8 +962,8 @@ class RedisStore(Store):
                 base = now_data
                 if put or gone:
                     delta = [2 * len(put), *_flat(put), *gone]
-                    args = [_num(now), *_NO_TOUCH, _FOLLOW, self._s_prefix, _REACH_ONE, *delta]
-                    self._eval(_S_APPLY, [new_skey], args)
+                    args = [_num(now), *NO_TOUCH, FOLLOW, self._s_prefix, REACH_ONE, *delta]
+                    self._scripts.apply([new_skey], args)
             self._discard(new_b, record)
         except self._error as exc:
             raise self._unavailable(exc) from exc
@@ -1346,7 +982,7 @@ class RedisStore(Store):
         keys = [self._skey(key_b), self._hkey(record.handle)]
         if record.user_id is not None:
             keys.append(self._ukey(record.user_id))
-        args = [
+        args: list[Any] = [
             _num(now),
             _ttl_ms(record.expires_at, now),
             _ttl_ms(max(record.absolute_expires_at, record.expires_at), now),
@@ -1356,7 +992,7 @@ class RedisStore(Store):
             *self._fields(record),
         ]
         try:
-            result = self._eval(_S_CREATE_ONE, keys, args)
+            result = self._scripts.create_one(keys, args)
         except self._error as exc:
             raise self._unavailable(exc) from exc
         if result == 0:
@@ -1369,11 +1005,11 @@ class RedisStore(Store):
         key_b = _b(key)
         try:
             if self._cluster:
-                result = self._eval(_S_DELETE, [self._skey(key_b)], [])
+                result = self._scripts.delete([self._skey(key_b)], [])
             else:
                 # One round trip: the script removes the index entries too.
                 args = [self._h_prefix, self._u_prefix, key_b]
-                result = self._eval(_S_DELETE, [self._skey(key_b)], args)
+                result = self._scripts.delete([self._skey(key_b)], args)
             self._evict(self._skey(key_b))
             if result[0] == 0:
                 return False
@@ -1445,7 +1081,7 @@ class RedisStore(Store):
                 if not pending:
                     break
                 results = self._pipeline(
-                    [(_S_DELETE_IF, [self._skey(m)], args) for m, _ in pending]
+                    [(self._scripts.delete_if, [self._skey(m)], args) for m, _ in pending]
                 )
                 self._evict(*(self._skey(m) for m, _ in pending))
                 renamed: list[tuple[bytes, float]] = []
@@ -1499,7 +1135,7 @@ class RedisStore(Store):
                 if not pending:
                     break
                 results = self._pipeline(
-                    [(_S_DELETE_IF, [self._skey(m)], args) for m, _ in pending]
+                    [(self._scripts.delete_if, [self._skey(m)], args) for m, _ in pending]
                 )
                 self._evict(*(self._skey(m) for m, _ in pending))
                 renamed: list[tuple[bytes, float]] = []
@@ -1613,7 +1249,7 @@ class RedisStore(Store):
         expired marker may be claimed again even before Redis has dropped it. The key's TTL
         (``expires_at - now``) only reclaims memory.
         """
-        args = [
+        args: list[Any] = [
             _num(now),
             _num(expires_at),
             _ttl_ms(expires_at, now),
@@ -1621,7 +1257,7 @@ class RedisStore(Store):
             b"1" if replace else b"0",
         ]
         try:
-            return bool(self._eval(_S_MARKER, [self._m_prefix + _b(name)], args) == 1)
+            return bool(self._scripts.marker([self._m_prefix + _b(name)], args) == 1)
         except self._error as exc:
             raise self._unavailable(exc) from exc
 
@@ -1661,7 +1297,7 @@ class RedisStore(Store):
         try:
             for chunk in _chunks(self._scan(self._prefix), _SCAN_BATCH):
                 sessions: list[_Call] = [
-                    (_S_UNLINK, [k], []) for k in chunk if k.startswith(self._s_prefix)
+                    (self._scripts.unlink, [k], []) for k in chunk if k.startswith(self._s_prefix)
                 ]
                 rest: list[_Call] = [("UNLINK", [k], []) for k in chunk if k.startswith(others)]
                 for calls in (sessions, rest):

@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
-from .base import Rotated, SessionRecord, Touch
+from ..base import Rotated, SessionRecord, Touch
 
 logger = logging.getLogger("flask_keepsake")
 
