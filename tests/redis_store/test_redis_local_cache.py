@@ -14,8 +14,10 @@ message would serve the old copy for the whole ``MAX_AGE`` and fail.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -423,6 +425,34 @@ def test_a_restarted_server_without_persistence_serves_nothing_stale(
         server.stop()
 
 
+@pytest.mark.slow
+def test_a_hit_is_served_while_another_thread_waits_on_redis(own_server: RedisServer) -> None:
+    """No lock is held across a round trip: a miss stuck on a paused Redis blocks no hit."""
+    store = RedisStore.from_url(own_server.url, socket_timeout=1.0, local_cache=10)
+    try:
+        store.create(record())
+        store.create(record("b" * 64, "handle-b"))
+        assert store.load("a" * 64, NOW) == record()
+        own_server.pause()
+        try:
+            stuck = threading.Thread(target=_load_quietly, args=(store, "b" * 64))
+            stuck.start()
+            time.sleep(0.2)  # the miss is now waiting for Redis's answer
+            started = time.monotonic()
+            assert store.load("a" * 64, NOW) == record()
+            assert time.monotonic() - started < 0.1
+        finally:
+            own_server.resume()
+        stuck.join()
+    finally:
+        store.close()
+
+
+def _load_quietly(store: RedisStore, key: str) -> None:
+    with contextlib.suppress(StoreUnavailable):
+        store.load(key, NOW)
+
+
 def test_store_errors_empty_the_cache(
     cached: RedisStore, server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,7 +463,7 @@ def test_store_errors_empty_the_cache(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise redis.ConnectionError("connection reset")
 
-    monkeypatch.setattr(cached._client, "evalsha", broken)
+    monkeypatch.setattr(cached.client, "evalsha", broken)
     with pytest.raises(StoreUnavailable):
         cached.delete("b" * 64)
     server.admin().config_resetstat()
