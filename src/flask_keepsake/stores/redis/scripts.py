@@ -53,16 +53,6 @@ local function retire(key, new, grace_ms, deadline)
 end
 """
 
-# KEYS: session. ARGV: now, ttl_ms, field, value, ...  Returns 1, or 0 if a live record exists.
-CREATE = (
-    LIVE
-    + """
-if live(KEYS[1], tonumber(ARGV[1])) then return 0 end
-put(KEYS[1], 3, ARGV[2])
-return 1
-"""
-)
-
 # KEYS: session. ARGV: now, last_seen, expires_at, ttl_ms ('' x3: no touch), absolute expiry
 # ('': keep it), '1' to drop the auth time, what to do with a tombstone ('touch': nothing,
 # 'follow': apply the data delta to the record it names), session prefix, reach ('all' on a
@@ -218,18 +208,22 @@ local function handle_taken(index, s_prefix, handle, now, mine1, mine2)
 end
 """
 
-# A create on a single server, in one step: the index entries, the handle check, the record.
-# KEYS: session, handle index, [user index]. ARGV: now, ttl_ms, index ttl_ms, session prefix,
+# A create, on a single server in one step: the index entries, the handle check, the record. A
+# cluster, where the indexes live on other nodes, passes the session key alone: it writes the
+# index entries first, in a round trip of their own, and checks the handle afterwards.
+# KEYS: session, [handle index, [user index]]. ARGV: now, ttl_ms, index ttl_ms, session prefix,
 # member, handle, then field, value, ... Returns 1, 0 if a live record has the key, -2 if another
 # live session holds the handle (in both cases only the index entries, which are hints, exist).
-CREATE_ONE = (
+CREATE = (
     LIVE
     + INDEXES
     + """
 local now = tonumber(ARGV[1])
-index_add(KEYS[2], ARGV[5], ARGV[1], ARGV[3])
-if KEYS[3] then index_add(KEYS[3], ARGV[5], ARGV[1], ARGV[3]) end
-if handle_taken(KEYS[2], ARGV[4], ARGV[6], now, ARGV[5], ARGV[5]) then return -2 end
+if KEYS[2] then
+  index_add(KEYS[2], ARGV[5], ARGV[1], ARGV[3])
+  if KEYS[3] then index_add(KEYS[3], ARGV[5], ARGV[1], ARGV[3]) end
+  if handle_taken(KEYS[2], ARGV[4], ARGV[6], now, ARGV[5], ARGV[5]) then return -2 end
+end
 if live(KEYS[1], now) then return 0 end
 put(KEYS[1], 7, ARGV[2])
 return 1
@@ -367,7 +361,6 @@ class Scripts:
     __slots__ = (
         "apply",
         "create",
-        "create_one",
         "delete",
         "delete_if",
         "index_add",
@@ -384,7 +377,6 @@ class Scripts:
         self.apply: Script = register(APPLY)
         self.rename: Script = register(RENAME)
         self.retire: Script = register(RETIRE)
-        self.create_one: Script = register(CREATE_ONE)
         self.delete: Script = register(DELETE)
         self.delete_if: Script = register(DELETE_IF)
         self.unlink: Script = register(UNLINK)

@@ -34,13 +34,20 @@ The stored times are compared with the caller's ``now`` everywhere, never with t
 clock, so a fake clock works; TTLs are set relative to real time (``until - now``) and only
 reclaim memory.
 
-In a cluster every script touches exactly one key, so nothing needs a cross-slot transaction. On
-a single server several scripts do more in one step, with keys built from the prefix and what
-the script reads: a create also writes the index entries and checks the handle; a rename reads
-the old session, writes the new one with the delta applied, moves the index entries and leaves
-the tombstone; a delta that meets a tombstone follows it to the session it names, and one that
-moves the absolute expiry raises the TTL of the session's indexes; a delete also removes the
-session's index entries. The session hash is the truth and the indexes are hints checked against
+A single server and a cluster run the same scripts and the same code for create, load, delta,
+touch, delete and the rename of a record to its own key; what differs is only the keys a script
+may reach. In a cluster every script touches exactly one key (the session, index and marker keys
+carry no hash tag, so they hash to different slots), so nothing needs a cross-slot transaction,
+and the work on other keys is a round trip of its own, before or after the script as the order
+below requires. On a single server the same scripts do it in the same step, with keys built from
+the prefix and what the script reads: a create also writes the index entries and checks the
+handle; a rename reads the old session, writes the new one with the delta applied, moves the
+index entries and leaves the tombstone; a delta that meets a tombstone follows it to the session
+it names, and one that moves the absolute expiry raises the TTL of the session's indexes; a
+delete also removes the session's index entries. The one path of its own is a rename in a
+cluster to a key in another slot: no script can read the old record and write the new one, so
+it takes the steps below, with a retry loop checked by the record's version. The session hash
+is the truth and the indexes are hints checked against
 it: an index entry is always written *before* its session and removed *after* it (or in the same
 step), so an index may briefly name a session that is gone (readers skip it and remove it) but
 never misses a live one, and ``revoke_all`` cannot overlook a session (a session renamed after it
@@ -670,29 +677,52 @@ class RedisStore(Store):
     def create(self, record: SessionRecord) -> None:
         """Store a new record; see :meth:`Store.create`.
 
-        One script on a single server: the index entries, the check that no other live session
-        holds the handle, then the record (refused if a live one has the key). In a cluster, two
-        round trips: the index entries, then the session, whose script refuses a live key; a
-        handle collision (which 96 random bits make impossible in practice) is detected from the
+        One script, on a single server and in a cluster alike: the index entries, the check
+        that no other live session holds the handle, then the record (refused if a live one has
+        the key). In a cluster the indexes live on other nodes, so their entries are written
+        first, in a round trip of their own, and the script gets the session key alone; a handle
+        collision (which 96 random bits make impossible in practice) is then detected from the
         handle index afterwards, and the record just stored under its unguessable new key is
         deleted again before ``ValueError``.
         """
         now = record.created
-        if not self._cluster:
-            return self._create_in_one_step(record, now)
+        key_b = _b(record.key)
+        skey = self._skey(key_b)
+        args = self._create_args(record, now, self._fields(record))
         try:
-            args = [_num(now), _ttl_ms(record.expires_at, now), *self._fields(record)]
-            results = self._ordered(
-                self._index_calls(record, now),
-                [(self._scripts.create, [self._skey(record.key)], args)],
-            )
-            if results[-1] == 0:
-                raise ValueError(_DUPLICATE_KEY)
-            if self._handle_taken(results[0], record.handle, now, {_b(record.key)}):
-                self._client.delete(self._skey(record.key))
-                raise ValueError(_DUPLICATE_HANDLE)
+            if self._cluster:
+                members = self._ordered(self._index_calls(record, now))[0]
+                result = self._scripts.create([skey], args)
+                if result == 1 and self._handle_taken(members, record.handle, now, {key_b}):
+                    self._client.delete(skey)
+                    result = -2
+            else:
+                result = self._scripts.create(self._create_keys(record), args)
         except self._error as exc:
             raise self._unavailable(exc) from exc
+        if result == 0:
+            raise ValueError(_DUPLICATE_KEY)
+        if result == -2:
+            raise ValueError(_DUPLICATE_HANDLE)
+
+    def _create_keys(self, record: SessionRecord) -> list[bytes]:
+        """The keys of the create script on a single server: the session and its indexes."""
+        keys = [self._skey(record.key), self._hkey(record.handle)]
+        if record.user_id is not None:
+            keys.append(self._ukey(record.user_id))
+        return keys
+
+    def _create_args(self, record: SessionRecord, now: float, fields: list[bytes]) -> list[Any]:
+        """The arguments of the create script (see ``CREATE``), ``fields`` last."""
+        return [
+            _num(now),
+            _ttl_ms(record.expires_at, now),
+            _ttl_ms(max(record.absolute_expires_at, record.expires_at), now),
+            self._s_prefix,
+            _b(record.key),
+            _b(record.handle),
+            *fields,
+        ]
 
     def load(self, key: str, now: float) -> SessionRecord | Rotated | None:
         """Return the live record under ``key`` with one ``HGETALL``; see :meth:`Store.load`.
@@ -926,12 +956,7 @@ class RedisStore(Store):
             ):
                 raise ValueError(_DUPLICATE_HANDLE)
             data = {f: v for f, v in (base | ours).items() if f not in drop}
-            args: list[Any] = [
-                _num(now),
-                _ttl_ms(record.expires_at, now),
-                *self._meta(record),
-                *_flat(data),
-            ]
+            args = self._create_args(record, now, [*self._meta(record), *_flat(data)])
             if self._scripts.create([new_skey], args) == 0:
                 raise ValueError(_DUPLICATE_KEY)
             for _ in range(RENAME_ATTEMPTS):
@@ -976,29 +1001,6 @@ class RedisStore(Store):
         """Delete the record a cluster rename created, and its index entries: the rename lost."""
         self._client.delete(self._skey(key))
         self._unindex(key, record.handle, record.user_id)
-
-    def _create_in_one_step(self, record: SessionRecord, now: float) -> None:
-        key_b = _b(record.key)
-        keys = [self._skey(key_b), self._hkey(record.handle)]
-        if record.user_id is not None:
-            keys.append(self._ukey(record.user_id))
-        args: list[Any] = [
-            _num(now),
-            _ttl_ms(record.expires_at, now),
-            _ttl_ms(max(record.absolute_expires_at, record.expires_at), now),
-            self._s_prefix,
-            key_b,
-            _b(record.handle),
-            *self._fields(record),
-        ]
-        try:
-            result = self._scripts.create_one(keys, args)
-        except self._error as exc:
-            raise self._unavailable(exc) from exc
-        if result == 0:
-            raise ValueError(_DUPLICATE_KEY)
-        if result == -2:
-            raise ValueError(_DUPLICATE_HANDLE)
 
     def delete(self, key: str) -> bool:
         """Delete the record under ``key``, live or expired; see :meth:`Store.delete`."""
