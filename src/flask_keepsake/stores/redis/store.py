@@ -594,7 +594,7 @@ class RedisStore(Store):
 
     @staticmethod
     def _touch_args(touch: Touch | None, now: float) -> Sequence[Any]:
-        """The touch part of the delta script's arguments (see ``_APPLY``)."""
+        """The touch part of the delta script's arguments (see ``scripts.APPLY``)."""
         if touch is None:
             return NO_TOUCH
         return (
