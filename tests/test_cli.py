@@ -18,7 +18,8 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_keepsake import Keepsake, cli, signals
-from flask_keepsake.cli import CLEANUP_BATCH_SIZE, CLEANUP_MIN_PAUSE, audit, cleanup_pause
+from flask_keepsake.audit import audit
+from flask_keepsake.cli import CLEANUP_BATCH_SIZE, CLEANUP_MIN_PAUSE, cleanup_pause
 from flask_keepsake.interface import engine_of
 from flask_keepsake.stores import MemoryStore
 from flask_keepsake.testing import login_client

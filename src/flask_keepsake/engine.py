@@ -33,7 +33,7 @@ from .config import HOST_PREFIX, SECURE_PREFIX, permanent_lifetime
 from .crypto import CookieSigner, InvalidValue, secret_keys
 from .errors import NotInitialized, SessionTooLarge, StoreUnavailable
 from .headers import cookie_values, is_loopback, no_store, replace_response, vary_on_cookie
-from .session import SessionState, mark_loaded, new_unloaded
+from .session import SessionState, mark_loaded, new_unloaded, state_of
 from .stores.base import ROTATED, Outcome, SessionRecord, Touch
 from .tokens import fingerprint, is_token, new_handle, new_token, storage_key
 
@@ -87,6 +87,50 @@ def is_persistent(record: SessionRecord, data: dict[str, str] | None = None) -> 
     """Whether a stored session is persistent: remembered at sign-in, or ``session.permanent``
     (in ``data``, default the record's)."""
     return record.remembered or (record.data if data is None else data).get(_PERMANENT) == _TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session of a user, as :meth:`Keepsake.sessions` lists it. Never holds the token."""
+
+    #: The public id of the session, for pages and URLs ("revoke this device").
+    handle: str
+    user_id: str | None
+    created: datetime
+    last_seen: datetime
+    #: When the session ends if nothing happens: the earlier of idle and absolute expiry. For
+    #: a persistent session, also when its cookie expires.
+    expires: datetime
+    #: When the session ends whatever happens (absolute timeout).
+    absolute_expires: datetime
+    auth_time: datetime | None
+    ip: str | None
+    user_agent: str | None
+    #: Whether this is the session of the current request.
+    current: bool
+    #: Whether this is a persistent ("remember me") session rather than a browser session.
+    persistent: bool = False
+
+
+def session_info(record: SessionRecord, current: bool) -> SessionInfo:
+    """What :meth:`Keepsake.sessions` tells about ``record``: no token, no data."""
+    return SessionInfo(
+        handle=record.handle,
+        user_id=record.user_id,
+        created=_dt(record.created),
+        last_seen=_dt(record.last_seen),
+        expires=_dt(record.expires_at),
+        absolute_expires=_dt(record.absolute_expires_at),
+        auth_time=None if record.auth_time is None else _dt(record.auth_time),
+        ip=record.ip,
+        user_agent=record.user_agent,
+        current=current,
+        persistent=is_persistent(record),
+    )
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 class Engine:
@@ -758,6 +802,58 @@ class Engine:
         limit = max_age.total_seconds() if isinstance(max_age, timedelta) else float(max_age)
         return self.clock() - auth_time <= limit
 
+    # -- a user's sessions: list and revoke ----------------------------------------------------
+
+    def sessions(
+        self, user_id: str | int | None, session: ServerSession | None
+    ) -> list[SessionInfo]:
+        """The live sessions of ``user_id`` (default: the user of ``session``), oldest first."""
+        uid, current_key = _target(user_id, session)
+        if uid is None:
+            return []
+        records = self.store.list_user(uid, self.clock())
+        return [session_info(r, r.key == current_key) for r in records]
+
+    def revoke(self, handle: str, user_id: str | int | None, session: ServerSession | None) -> bool:
+        """End the session whose handle is ``handle`` (of ``user_id`` only, when given)."""
+        uid = None if user_id is None else str(user_id)
+        deleted = self.store.delete_handle(handle, self.clock(), user_id=uid)
+        if deleted is None:
+            return False
+        key, owner = deleted
+        if owner is not None:
+            self.mark_revoked(owner)
+        security_logger.info("Session %s revoked.", handle)
+        signals.session_revoked.send(self.app, handle=handle, user_id=owner, count=1)
+        if session is not None:
+            record = state_of(session).record
+            if record is not None and record.key == key:
+                self.reset(session)
+        return True
+
+    def revoke_user(
+        self, user_id: str | int | None, session: ServerSession | None, *, keep_current: bool
+    ) -> int:
+        """End every session of ``user_id`` (default: the user of ``session``)."""
+        uid, current_key = _target(user_id, session)
+        if uid is None:
+            return 0
+        except_key = current_key if keep_current else None
+        count = self.store.delete_user(uid, self.clock(), except_key=except_key)
+        self.mark_revoked(uid)
+        security_logger.info("%d session(s) of user %s revoked.", count, uid)
+        signals.session_revoked.send(self.app, handle=None, user_id=uid, count=count)
+        if session is not None:
+            state = state_of(session)
+            if state.record is not None and state.record.key == current_key:
+                if keep_current:
+                    if state.remembered and state.user_id == uid:
+                        # This device stays remembered: a grant newer than the revocation.
+                        state.remember = "set"
+                else:
+                    self.reset(session)
+        return count
+
     # -- remember-me grants ----------------------------------------------------------------------
 
     def mark_revoked(self, user_id: str) -> None:
@@ -837,3 +933,14 @@ class Engine:
 
 def _revoked_marker(user_id: str) -> str:
     return _REVOKED + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _target(
+    user_id: str | int | None, session: ServerSession | None
+) -> tuple[str | None, str | None]:
+    """The user meant (``user_id``, else the session's) and the key of the session's record."""
+    record = None if session is None else state_of(session).record
+    current_key = None if record is None else record.key
+    if user_id is not None:
+        return str(user_id), current_key
+    return (None if session is None else session.user_id), current_key

@@ -1,0 +1,90 @@
+"""The package's modules show its layers: no import cycle, no private name across modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "flask_keepsake"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _runtime_imports(path: Path, name: str) -> list[tuple[str, str]]:
+    """(module, imported name) for every import that runs, at any depth: type-only imports
+    (``if TYPE_CHECKING:``) are left out, imports inside functions are kept."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[str, str]] = []
+
+    def visit(node: ast.AST) -> None:
+        test = node.test if isinstance(node, ast.If) else None
+        if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+            assert isinstance(node, ast.If)
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("flask_keepsake"):
+                found.extend((target, alias.name) for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def _graph() -> tuple[dict[str, set[str]], list[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    private: list[str] = []
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for target, imported in _runtime_imports(path, name):
+            full = f"{target}.{imported}"
+            edges.add(full if full in modules else target)
+            if imported.startswith("_"):
+                private.append(f"{name} imports {full}")
+        graph[name] = edges - {name}
+    return graph, private
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    done: set[str] = set()
+
+    def walk(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                found.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in done:
+                walk(nxt, [*path, nxt])
+        done.add(node)
+
+    for start in sorted(graph):
+        walk(start, [start])
+    return found
+
+
+def test_no_import_cycle() -> None:
+    graph, _ = _graph()
+    assert "flask_keepsake.engine" in graph  # the walk found the package
+    assert _cycles(graph) == []
+
+
+def test_the_check_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_no_private_name_imported_across_modules() -> None:
+    _, private = _graph()
+    assert private == []
