@@ -41,8 +41,9 @@ from .audit import (
     secret_digest,
 )
 from .config import permanent_lifetime
-from .errors import ConfigError, NotInitialized, StoreUnavailable
+from .errors import ConfigError, KeepsakeError, NotInitialized, StoreUnavailable
 from .interface import engine_of
+from .stores.base import AdminStore, admin_store
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -70,11 +71,14 @@ def _engine() -> Engine:
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """Turn a store outage into a clear message on stderr and exit status 1."""
+    """Turn a store outage, or a store that cannot do what was asked, into a clear message on
+    stderr and exit status 1."""
     try:
         yield
     except StoreUnavailable as exc:
         raise click.ClickException(f"The session store is unavailable: {exc}") from exc
+    except KeepsakeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _keepsake() -> Keepsake:
@@ -230,10 +234,11 @@ def stats_command(users: tuple[str, ...], top: int, as_json: bool) -> None:
     store = engine.store
     now = engine.clock()
     with _store_errors():
-        live = store.count(now)
-        expired = store.count_expired(now)
-        top_users = store.user_counts(now, top)
-        per_user = {uid: len(store.list_user(uid, now)) for uid in users}
+        admin = admin_store(store, "flask keepsake stats")
+        live = admin.count(now)
+        expired = admin.count_expired(now)
+        top_users = admin.user_counts(now, top)
+        per_user = {uid: len(admin.list_user(uid, now)) for uid in users}
     if as_json:
         data = {
             "store": store.name,
@@ -312,7 +317,8 @@ def cleanup_command(batch_size: int, pause: float | None, quiet: bool) -> None:
     started = time.monotonic()
     try:
         with _store_errors():
-            expected = store.count_expired(now)
+            # The progress bar's length, where the store can count (the core protocol cannot).
+            expected = store.count_expired(now) if isinstance(store, AdminStore) else 0
             with _progress(expected, quiet) as bar:
                 while True:
                     began = time.monotonic()
@@ -431,7 +437,7 @@ def revoke_command(user_id: str | None, handle: str | None, everyone: bool, yes:
 
 
 def _revoke_everyone(app: Flask, engine: Engine, yes: bool) -> None:
-    store = engine.store
+    store = admin_store(engine.store, "flask keepsake revoke --all")
     live = store.count(engine.clock())
     if not yes:
         click.confirm(f"End all {live} live sessions? Every user will be logged out.", abort=True)

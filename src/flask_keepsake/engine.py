@@ -34,7 +34,7 @@ from .crypto import CookieSigner, InvalidValue, secret_keys
 from .errors import NotInitialized, SessionTooLarge, StoreUnavailable
 from .headers import cookie_values, is_loopback, no_store, replace_response, vary_on_cookie
 from .session import SessionState, mark_loaded, new_unloaded, state_of
-from .stores.base import ROTATED, Outcome, SessionRecord, Touch
+from .stores.base import ROTATED, Outcome, SessionRecord, Touch, admin_store
 from .tokens import fingerprint, is_token, new_handle, new_token, storage_key
 
 if TYPE_CHECKING:
@@ -811,13 +811,14 @@ class Engine:
         uid, current_key = _target(user_id, session)
         if uid is None:
             return []
-        records = self.store.list_user(uid, self.clock())
+        records = admin_store(self.store, "keepsake.sessions()").list_user(uid, self.clock())
         return [session_info(r, r.key == current_key) for r in records]
 
     def revoke(self, handle: str, user_id: str | int | None, session: ServerSession | None) -> bool:
         """End the session whose handle is ``handle`` (of ``user_id`` only, when given)."""
         uid = None if user_id is None else str(user_id)
-        deleted = self.store.delete_handle(handle, self.clock(), user_id=uid)
+        store = admin_store(self.store, "keepsake.revoke()")
+        deleted = store.delete_handle(handle, self.clock(), user_id=uid)
         if deleted is None:
             return False
         key, owner = deleted
@@ -839,7 +840,8 @@ class Engine:
         if uid is None:
             return 0
         except_key = current_key if keep_current else None
-        count = self.store.delete_user(uid, self.clock(), except_key=except_key)
+        store = admin_store(self.store, "keepsake.revoke_all()")
+        count = store.delete_user(uid, self.clock(), except_key=except_key)
         self.mark_revoked(uid)
         security_logger.info("%d session(s) of user %s revoked.", count, uid)
         signals.session_revoked.send(self.app, handle=None, user_id=uid, count=count)
