@@ -27,6 +27,9 @@ from flask_keepsake.testing import login_client
 from .conftest import AppFactory, spy
 from .helpers import FakeClock
 
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
+
 IDLE = 30 * 60
 
 
