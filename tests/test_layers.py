@@ -88,3 +88,42 @@ def test_the_check_finds_a_cycle() -> None:
 def test_no_private_name_imported_across_modules() -> None:
     _, private = _graph()
     assert private == []
+
+
+#: Underscore names that are public API: namedtuple's methods.
+PUBLIC_UNDERSCORE = frozenset({"_replace", "_asdict", "_fields", "_make"})
+
+
+def _private_attributes_used_elsewhere() -> list[str]:
+    """``obj._name`` where no code of the same module defines ``_name``: a module reaching into
+    another's (or another package's) private attributes."""
+    found: list[str] = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        defined: set[str] = set()
+        used: list[tuple[int, str]] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                defined.add(node.target.id)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                defined.add(node.value)  # __slots__ entries, getattr names
+            if isinstance(node, ast.Attribute):
+                if isinstance(node.ctx, ast.Store):
+                    defined.add(node.attr)
+                elif node.attr.startswith("_") and not node.attr.startswith("__"):
+                    used.append((node.lineno, node.attr))
+        rel = path.relative_to(PACKAGE)
+        found += [
+            f"{rel}:{line} uses .{name}"
+            for line, name in used
+            if name not in defined and name not in PUBLIC_UNDERSCORE
+        ]
+    return found
+
+
+def test_no_private_attribute_of_another_module() -> None:
+    assert _private_attributes_used_elsewhere() == []

@@ -33,7 +33,7 @@ from .config import HOST_PREFIX, SECURE_PREFIX, permanent_lifetime
 from .crypto import CookieSigner, InvalidValue, secret_keys
 from .errors import NotInitialized, SessionTooLarge, StoreUnavailable
 from .headers import cookie_values, is_loopback, no_store, replace_response, vary_on_cookie
-from .session import SessionState, mark_loaded, new_unloaded, state_of
+from .session import SessionState, is_quiet, mark_loaded, new_unloaded, request_of, state_of
 from .stores.base import ROTATED, Outcome, SessionRecord, Touch, admin_store
 from .tokens import fingerprint, is_token, new_handle, new_token, storage_key
 
@@ -259,7 +259,7 @@ class Engine:
 
     def load(self, session: ServerSession) -> None:
         """Load the record named by the request's cookie into ``session`` (one store call)."""
-        request = session._request
+        request = request_of(session)
         assert request is not None
         state = SessionState()
         try:
@@ -271,7 +271,7 @@ class Engine:
             state.reset()
             state.unavailable = True
             mark_loaded(session, state)
-            if not session._quiet:
+            if not is_quiet(session):
                 raise
             return
         mark_loaded(session, state)
@@ -413,7 +413,7 @@ class Engine:
 
     def save(self, app: Flask, session: ServerSession, response: Response) -> None:
         """Persist what changed in ``session`` and set or delete the cookie."""
-        state = session._state
+        state = state_of(session)
         if state.unavailable:
             # The store failed while loading. In a view, Keepsake's error handler has already
             # answered 503; anywhere else (an error page, an after-request hook) Flask produced
@@ -427,7 +427,7 @@ class Engine:
         # Serialize before any store call: a TypeError or an oversized session must leave the
         # stored record exactly as it was.
         data = self.serialize(session, state)
-        request = session._request
+        request = request_of(session)
         assert request is not None
         try:
             if state.rotated:
@@ -725,7 +725,7 @@ class Engine:
         absolute_until: float | None = None,
     ) -> None:
         """Bind ``session`` to ``user_id``; the token rotates at the end of the request."""
-        state = session._state
+        state = state_of(session)
         state.user_id = str(user_id)
         state.auth_time = self.clock() if fresh else None
         state.lost_freshness = False
@@ -739,7 +739,7 @@ class Engine:
 
     def reauthenticated(self, session: ServerSession) -> None:
         """The user proved who they are again: fresh from now, with a new token."""
-        state = session._state
+        state = state_of(session)
         state.auth_time = self.clock()
         state.lost_freshness = False
         if state.rotate is None:
@@ -747,13 +747,13 @@ class Engine:
 
     def regenerate(self, session: ServerSession) -> None:
         """Give ``session`` a new token at the end of the request, keeping its data."""
-        state = session._state
+        state = state_of(session)
         if state.rotate is None:
             state.rotate = "regenerate"
 
     def logout(self, app: Flask, session: ServerSession) -> None:
         """End ``session`` now: delete its record, retire remember-me grants, drop the cookie."""
-        state = session._state
+        state = state_of(session)
         record = state.record
         if record is not None:
             self.store.delete(record.key)
@@ -769,7 +769,7 @@ class Engine:
 
     def reset(self, session: ServerSession) -> None:
         """Forget the stored session in this request: an anonymous, empty one takes its place."""
-        state = session._state
+        state = state_of(session)
         had_cookie = state.token is not None or state.stale_cookie
         dict.clear(session)
         session.modified = True
@@ -794,7 +794,7 @@ class Engine:
     def is_fresh(self, session: ServerSession, max_age: timedelta | float | None) -> bool:
         """Whether the user of ``session`` signed in during this sitting (and within
         ``max_age``)."""
-        auth_time = session._state.auth_time
+        auth_time = state_of(session).auth_time
         if auth_time is None:
             return False
         if max_age is None:

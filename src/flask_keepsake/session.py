@@ -269,6 +269,16 @@ def state_of(session: ServerSession) -> SessionState:
     return session._state
 
 
+def request_of(session: ServerSession) -> Request | None:
+    """The request a session is being loaded for (``None`` once loaded, or for a new one)."""
+    return session._request
+
+
+def is_quiet(session: ServerSession) -> bool:
+    """Whether the view is over for ``session`` (see :func:`quiet_from_now`)."""
+    return session._quiet
+
+
 def quiet_from_now() -> None:
     """The view is over (after-request hooks, or Flask's 500 page, run next): from now on, a
     store failure while loading the session leaves it empty instead of raising, and the
