@@ -61,10 +61,11 @@ def create_app(
     _init_login(app)
     accounts.init_db(app)
 
-    from . import auth, consent, devices, pages, tutorial
+    from . import auth, consent, devices, lesson, pages, tutorial
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(tutorial.bp)
+    app.register_blueprint(lesson.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(devices.bp)
     app.register_blueprint(consent.bp)

@@ -12,8 +12,10 @@ from flask import (
     Response,
     current_app,
     jsonify,
+    make_response,
     render_template,
     request,
+    send_from_directory,
     session,
 )
 from flask_login import current_user
@@ -23,7 +25,7 @@ from werkzeug.http import dump_cookie
 
 from flask_keepsake import SessionInfo, StoreUnavailable
 
-from . import explain
+from . import cookies, explain
 from .extensions import keepsake
 
 bp = Blueprint("pages", __name__)
@@ -32,6 +34,9 @@ security_logger = logging.getLogger("flask_keepsake.security")
 #: What the session keys the demo (and its extensions) use are for, for the inspector.
 KEY_NOTES: dict[str, str] = {
     "visits": "The home page's visit counter.",
+    "name": "The session lesson: the name you typed on /session/remember.",
+    "_remember": "Flask-Login: a note for its after-request hook to set or clear remember-me.",
+    "_permanent": "Flask: whether the session is persistent (session.permanent).",
     "_user_id": "Flask-Login: the id of the signed-in user.",
     "_fresh": "Flask-Login: whether you typed your password in this session (not remember-me).",
     "_id": "Flask-Login: a digest of your IP address and browser, to notice a stolen cookie.",
@@ -59,6 +64,14 @@ def _shown_value(key: str, value: Any) -> str:
         return repr(value)
 
 
+def record_rows() -> list[tuple[str, str, str]]:
+    """The keys of this visitor's session with their values (secrets hidden) and what they are."""
+    return [
+        (key, _shown_value(key, value), KEY_NOTES.get(key, "Set by the application."))
+        for key, value in sorted(session.items())
+    ]
+
+
 @bp.get("/")
 def index() -> str:
     """Home: who you are, a visit counter kept in the session, and the lessons."""
@@ -70,10 +83,7 @@ def index() -> str:
 def inspector() -> str:
     """The session inspector: what the server keeps for this visitor, never the token."""
     info = current_session()
-    rows = [
-        (key, _shown_value(key, value), KEY_NOTES.get(key, "Set by the application."))
-        for key, value in sorted(session.items())
-    ]
+    rows = record_rows()
     fresh = bool(info and info.auth_time) and keepsake.is_fresh(FRESH_FOR)
     name = keepsake.session_cookie().name
     return render_template(
@@ -107,8 +117,18 @@ def api_session() -> Response:
     return response
 
 
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """The icon browsers ask for on their own, so no page load ends in a 404."""
+    assert current_app.static_folder is not None
+    response = send_from_directory(
+        current_app.static_folder, "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
+    )
+    return response
+
+
 @bp.get("/security")
-def security() -> str:
+def security() -> Response:
     """HttpOnly, Secure and SameSite, shown live: what page script can see, and what it can't."""
     current = keepsake.session_cookie()
     name = current.name
@@ -127,17 +147,33 @@ def security() -> str:
         for cookie in (current, keepsake.session_cookie(production=True))
     )
     received = sorted(request.cookies)
-    return render_template(
-        "security.html",
-        cookie_name=name,
-        here=here,
-        here_explained=explain.explain_set_cookie(here),
-        production=production,
-        same_as_production=here == production,
-        mode=keepsake.settings.cookie_secure,
-        received=received,
-        scheme=request.scheme,
+    response = make_response()
+    # The contrast: a cookie made readable to script on purpose, beside the HttpOnly session.
+    cookies.script_visible.set(response, cookies.SCRIPT_VISIBLE_VALUE)
+    contrast = next(
+        h
+        for h in response.headers.getlist("Set-Cookie")
+        if h.split("=", 1)[0]
+        in (cookies.script_visible.secure_name, cookies.script_visible.plain_name)
     )
+    response.set_data(
+        render_template(
+            "security.html",
+            cookie_name=name,
+            here=here,
+            here_explained=explain.explain_set_cookie(here),
+            production=production,
+            same_as_production=here == production,
+            mode=keepsake.settings.cookie_secure,
+            received=received,
+            scheme=request.scheme,
+            contrast=contrast,
+            contrast_explained=explain.explain_set_cookie(contrast),
+            contrast_name=contrast.split("=", 1)[0],
+            contrast_value=cookies.SCRIPT_VISIBLE_VALUE,
+        )
+    )
+    return response
 
 
 # -- errors and headers ----------------------------------------------------------------------
