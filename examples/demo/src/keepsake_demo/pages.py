@@ -95,6 +95,7 @@ def inspector() -> str:
         cookie_name=name,
         has_cookie=name in request.cookies,
         settings=keepsake.settings,
+        permanent_idle_days=current_app.permanent_session_lifetime.days,
     )
 
 
