@@ -8,6 +8,7 @@ from typing import Any, Final
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, PasswordField, StringField
 from wtforms.validators import (
+    DataRequired,
     EqualTo,
     InputRequired,
     Length,
@@ -118,7 +119,7 @@ class NameForm(FlaskForm):  # type: ignore[misc]
         "Your name",
         filters=[_strip],
         validators=[
-            InputRequired(message="Type a name first."),
+            DataRequired(message="Type a name first."),
             Length(max=NAME_MAX, message=f"Use at most {NAME_MAX} characters."),
             plain_text,
         ],

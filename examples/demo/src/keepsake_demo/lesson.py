@@ -112,7 +112,7 @@ def decode_without_key(value: str) -> str:
     compressed = value.startswith(".")
     payload = value.lstrip(".").split(".", 1)[0]
     try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        raw = base64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_", validate=True)
         if compressed:
             raw = zlib.decompress(raw)
         return raw.decode("utf-8")
