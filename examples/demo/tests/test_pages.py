@@ -222,6 +222,7 @@ def test_favicon(client: FlaskClient) -> None:
     assert response.status_code == 200
     assert response.mimetype == "image/vnd.microsoft.icon"
     assert response.data[:4] == b"\x00\x00\x01\x00"  # the ICO signature
+    assert "no-store" not in response.headers["Cache-Control"]
     response.close()
     assert '<link rel="icon" href="/favicon.ico"' in client.get("/").get_data(as_text=True)
 

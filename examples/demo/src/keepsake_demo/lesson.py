@@ -25,7 +25,7 @@ from .pages import HIDDEN_KEYS, record_rows
 bp = Blueprint("lesson", __name__, url_prefix="/session")
 
 #: What stands in for a secret value on these pages (the CSRF secret).
-HIDDEN = "(hidden)"
+HIDDEN = "(hidden: a secret)"
 
 
 def _record() -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from importlib import resources
 from typing import Any
 
 from flask import (
@@ -15,7 +17,6 @@ from flask import (
     make_response,
     render_template,
     request,
-    send_from_directory,
     session,
 )
 from flask_login import current_user
@@ -118,13 +119,19 @@ def api_session() -> Response:
     return response
 
 
+@functools.cache
+def _favicon_bytes() -> bytes:
+    return (resources.files(__package__) / "static" / "favicon.ico").read_bytes()
+
+
 @bp.get("/favicon.ico")
 def favicon() -> Response:
     """The icon browsers ask for on their own, so no page load ends in a 404."""
-    assert current_app.static_folder is not None
-    response = send_from_directory(
-        current_app.static_folder, "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
-    )
+    # From memory, not a file: browsers often drop this request half-way when the page they
+    # fetched it for is left, and a small bytes body leaves nothing open behind.
+    response = Response(_favicon_bytes(), mimetype="image/vnd.microsoft.icon")
+    response.cache_control.public = True
+    response.cache_control.max_age = 86400
     return response
 
 
@@ -247,7 +254,7 @@ _SECURITY_HEADERS = {
 def _security_headers(response: Response) -> Response:
     for key, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
-    if request.endpoint != "static":
+    if request.endpoint not in ("static", "pages.favicon"):
         # Pages show private data: never keep them in a cache (nor in the back-forward cache,
         # so "back" after signing out does not show the signed-in page again).
         response.cache_control.no_store = True
