@@ -213,9 +213,12 @@ def test_policy_in_production_mode_shows_development_beside(client: FlaskClient)
     assert "<strong>production (HTTPS)</strong> mode" in html
     rows = _policy_rows(html)
     assert "Secure, HttpOnly, SameSite=Lax" in rows["__Host-session"]
-    assert "<code>session</code>: HttpOnly, SameSite=Lax</td>" in rows["__Host-session"]
-    assert "<code>consent</code>: HttpOnly" in rows["__Host-consent"]
+    assert (
+        '<code class="name">session</code><br>HttpOnly, SameSite=Lax</td>' in rows["__Host-session"]
+    )
+    assert '<code class="name">consent</code><br>HttpOnly' in rows["__Host-consent"]
     assert "the same</td>" in rows["remember_token"]
+    assert "<td>1 hour</td>" in rows["__Host-script_visible"]
 
 
 def test_policy_in_development_mode_names_what_the_browser_holds(make_app) -> None:  # type: ignore[no-untyped-def]
@@ -235,8 +238,11 @@ def test_policy_in_development_mode_names_what_the_browser_holds(make_app) -> No
         "script_visible",
     ]
     assert "<td>HttpOnly, SameSite=Lax</td>" in rows["session"]
-    assert "<code>__Host-session</code>: Secure, HttpOnly, SameSite=Lax" in rows["session"]
-    assert "<code>flask_tutorial</code>: Secure, HttpOnly" in rows["flask_tutorial"]
+    assert (
+        '<code class="name">__Host-session</code><br>Secure, HttpOnly, SameSite=Lax'
+        in rows["session"]
+    )
+    assert '<code class="name">flask_tutorial</code><br>Secure, HttpOnly' in rows["flask_tutorial"]
     # What the pages really send in this mode, by name.
     sent = client.get("/").headers.getlist("Set-Cookie")
     sent += client.get("/last-visit").headers.getlist("Set-Cookie")

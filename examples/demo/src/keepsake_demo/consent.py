@@ -49,8 +49,9 @@ def lifetime(entry: CookiePolicyEntry) -> str:
         return f"{age.days} days"
     hours = age.total_seconds() / 3600
     if hours >= 1:
-        return f"{hours:g} hours"
-    return f"{int(age.total_seconds() // 60)} minutes"
+        return f"{hours:g} hour" + ("" if hours == 1 else "s")
+    minutes = int(age.total_seconds() // 60)
+    return f"{minutes} minute" + ("" if minutes == 1 else "s")
 
 
 def flags(entry: CookiePolicyEntry) -> list[str]:
