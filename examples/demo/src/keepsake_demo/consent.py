@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from flask_keepsake import CookiePolicyEntry
@@ -39,8 +49,9 @@ def lifetime(entry: CookiePolicyEntry) -> str:
         return f"{age.days} days"
     hours = age.total_seconds() / 3600
     if hours >= 1:
-        return f"{hours:g} hours"
-    return f"{int(age.total_seconds() // 60)} minutes"
+        return f"{hours:g} hour" + ("" if hours == 1 else "s")
+    minutes = int(age.total_seconds() // 60)
+    return f"{minutes} minute" + ("" if minutes == 1 else "s")
 
 
 def flags(entry: CookiePolicyEntry) -> list[str]:
@@ -58,19 +69,88 @@ def flags(entry: CookiePolicyEntry) -> list[str]:
     return out
 
 
-def _used_categories(entries: list[CookiePolicyEntry]) -> list[str]:
-    used = {e.category for e in entries}
+def used_categories(entries: list[CookiePolicyEntry] | None = None) -> list[str]:
+    """The consent categories that hold at least one cookie of this demo, in the banner's order.
+
+    Only these are offered, and "Accept all" grants only these: consent to a category with no
+    cookie in it would be consent to nothing, or to whatever is added to it later.
+    """
+    used = {e.category for e in (policy() if entries is None else entries)}
     return [c for c in keepsake.consent().categories if c in used]
+
+
+def optional_categories() -> list[str]:
+    """The used categories that need consent (all but essential)."""
+    return [c for c in used_categories() if c != "essential"]
+
+
+#: The two ways the demo sends cookies, for the policy table's columns.
+DEVELOPMENT = "development (plain HTTP on localhost, as keepsake-demo runs)"
+PRODUCTION = "production (HTTPS)"
+_PREFIXES = ("__Host-", "__Secure-")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRow:
+    """One cookie of the policy, as this mode sends it and as the other mode does."""
+
+    entry: CookiePolicyEntry
+    name: str
+    flags: list[str]
+    other_name: str
+    other_flags: list[str]
+
+
+def in_development(entry: CookiePolicyEntry) -> tuple[str, list[str]]:
+    """A cookie as the development server sends it on plain-HTTP localhost.
+
+    Keepsake's rule (docs/cookies.md): where ``KEEPSAKE_COOKIE_SECURE = "auto"`` drops ``Secure``
+    from the session cookie, the remember-me grant, the consent cookie and the declared cookies
+    drop ``Secure`` and their ``__Host-``/``__Secure-`` prefix too. Flask-Login's own remember
+    cookie keeps whatever ``REMEMBER_COOKIE_SECURE`` says, in both modes.
+    """
+    if not entry.secure or entry.name == current_app.config.get(
+        "REMEMBER_COOKIE_NAME", "remember_token"
+    ):
+        return entry.name, flags(entry)
+    name = entry.name
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    return name, [f for f in flags(entry) if f != "Secure"]
+
+
+def development_mode() -> bool:
+    """Whether this request gets the development cookies (no Secure, no prefix)."""
+    return keepsake.session_cookie() != keepsake.session_cookie(production=True)
+
+
+def policy_rows(entries: list[CookiePolicyEntry]) -> list[PolicyRow]:
+    """The policy's cookies as this mode sends them, each beside the other mode's version."""
+    rows = []
+    for entry in entries:
+        dev_name, dev_flags = in_development(entry)
+        prod = (entry.name, flags(entry))
+        here, other = (
+            ((dev_name, dev_flags), prod) if development_mode() else (prod, (dev_name, dev_flags))
+        )
+        rows.append(PolicyRow(entry, here[0], here[1], other[0], other[1]))
+    return rows
 
 
 @bp.get("/cookies")
 def cookies() -> str:
     """The cookie policy, generated from the declarations, with the consent and theme forms."""
     entries = policy()
+    dev = development_mode()
     return render_template(
         "cookies.html",
         entries=entries,
-        used=_used_categories(entries),
+        rows=policy_rows(entries),
+        mode=DEVELOPMENT if dev else PRODUCTION,
+        other_mode=PRODUCTION if dev else DEVELOPMENT,
+        used=used_categories(entries),
+        unused=[c for c in keepsake.consent().categories if c not in used_categories(entries)],
         lifetime=lifetime,
         flags=flags,
         themes=THEMES,
@@ -81,13 +161,14 @@ def cookies() -> str:
 def consent() -> Response:
     """Record the visitor's choice: all, essentials only, or the categories ticked."""
     choice = request.form.get("choice")
-    current = keepsake.consent()
+    offered = used_categories()
     if choice == "all":
-        wanted: list[str] = list(current.categories)
+        wanted: list[str] = offered
     elif choice == "essential":
         wanted = []
     else:
-        wanted = request.form.getlist("category")
+        # Client input: only the categories offered count, whatever else was posted.
+        wanted = [c for c in request.form.getlist("category") if c in offered]
     response = redirect(safe_next(request.form.get("next")) or url_for("consent.cookies"))
     granted = keepsake.set_consent(response, wanted)
     others = sorted(granted.granted - {"essential"})
@@ -118,7 +199,11 @@ def choose_theme() -> Response:
 
 def _template_context() -> dict[str, Any]:
     # Read from cookies only, never from the session, so error pages can use it too.
-    return {"consent": keepsake.consent(), "theme": current_theme()}
+    return {
+        "consent": keepsake.consent(),
+        "theme": current_theme(),
+        "optional_categories": optional_categories,
+    }
 
 
 def init_app(app: Flask) -> None:
