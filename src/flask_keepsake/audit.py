@@ -130,6 +130,7 @@ def audit(app: Flask, *, url: str | None = None, behind_proxy: bool = False) -> 
     findings: list[Finding] = []
     findings += _check_mode(app)
     findings += _check_cookie(app, engine, url)
+    findings += _check_remember_cookie(app)
     findings += _check_secret(app)
     findings += _check_timeouts(engine)
     findings += _check_store(app, engine)
@@ -274,6 +275,32 @@ def _check_cookie(app: Flask, engine: Engine, url: str | None) -> list[Finding]:
                 )
             )
     return out
+
+
+def _check_remember_cookie(app: Flask) -> list[Finding]:
+    """Flask-Login's remember cookie, which Flask-Login sets with its own REMEMBER_COOKIE_* keys."""
+    if getattr(app, "login_manager", None) is None or app.debug or app.testing:
+        return []
+    config = app.config
+    weak = []
+    if not config.get("REMEMBER_COOKIE_SECURE", False):
+        weak.append(("REMEMBER_COOKIE_SECURE", "Secure"))
+    if not config.get("REMEMBER_COOKIE_HTTPONLY", True):
+        weak.append(("REMEMBER_COOKIE_HTTPONLY", "HttpOnly"))
+    if not weak:
+        return []
+    missing = " and ".join(flag for _, flag in weak)
+    return [
+        Finding(
+            "KS110",
+            "warning",
+            f"Flask-Login's remember-me cookie is set without {missing}: it can travel over "
+            "plain HTTP or be read by scripts. Keepsake's own remember-me grant beside it is "
+            "Secure and HttpOnly, so that cookie alone restores no one, but it still names the "
+            "user and outlives the session.",
+            "Set " + " and ".join(f"{key} = True" for key, _ in weak) + " (Flask-Login's config).",
+        )
+    ]
 
 
 def _is_local_or_ip(host: str) -> bool:
