@@ -217,7 +217,12 @@ def test_policy_in_production_mode_shows_development_beside(client: FlaskClient)
         '<code class="name">session</code><br>HttpOnly, SameSite=Lax</td>' in rows["__Host-session"]
     )
     assert '<code class="name">consent</code><br>HttpOnly' in rows["__Host-consent"]
-    assert "the same</td>" in rows["remember_token"]
+    # Flask-Login's cookie is Secure outside debug mode (the demo sets REMEMBER_COOKIE_SECURE).
+    assert "<td>Secure, HttpOnly, SameSite=Lax, signed</td>" in rows["remember_token"]
+    assert (
+        '<code class="name">remember_token</code><br>HttpOnly, SameSite=Lax, signed</td>'
+        in (rows["remember_token"])
+    )
     assert "<td>1 hour</td>" in rows["__Host-script_visible"]
 
 

@@ -32,8 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "DEMO_PASSWORD_METHOD": "scrypt",
     # Flask-Login's remember cookie: SameSite like every other cookie here, and no longer-lived
     # than Keepsake's remember-me grant (KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT, 90 days), without
-    # which it restores nobody. Secure stays off so that development on http://localhost works
-    # in Safari; the grant beside it is Secure in production.
+    # which it restores nobody. Secure outside debug mode (create_app), off in debug so that
+    # development on http://localhost works in Safari, as Keepsake does for its own cookies.
     "REMEMBER_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_DURATION": timedelta(days=90),
 }
@@ -60,6 +60,8 @@ def create_app(
     if test_config is not None:
         app.config.update(test_config)
     app.config.setdefault("DEMO_DATABASE", os.path.join(app.instance_path, "demo.sqlite3"))
+    # flask keepsake check (KS110) asks for it in production.
+    app.config.setdefault("REMEMBER_COOKIE_SECURE", not app.debug)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_or_create_secret(app.instance_path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -106,18 +107,30 @@ def in_development(entry: CookiePolicyEntry) -> tuple[str, list[str]]:
 
     Keepsake's rule (docs/cookies.md): where ``KEEPSAKE_COOKIE_SECURE = "auto"`` drops ``Secure``
     from the session cookie, the remember-me grant, the consent cookie and the declared cookies
-    drop ``Secure`` and their ``__Host-``/``__Secure-`` prefix too. Flask-Login's own remember
-    cookie keeps whatever ``REMEMBER_COOKIE_SECURE`` says, in both modes.
+    drop ``Secure`` and their ``__Host-``/``__Secure-`` prefix too. The demo sets Flask-Login's
+    own remember cookie Secure outside debug mode (``REMEMBER_COOKIE_SECURE``), without a prefix.
     """
-    if not entry.secure or entry.name == current_app.config.get(
-        "REMEMBER_COOKIE_NAME", "remember_token"
-    ):
+    if _is_flask_logins(entry):
+        return entry.name, [f for f in flags(entry) if f != "Secure"]
+    if not entry.secure:
         return entry.name, flags(entry)
     name = entry.name
     for prefix in _PREFIXES:
         if name.startswith(prefix):
             name = name[len(prefix) :]
     return name, [f for f in flags(entry) if f != "Secure"]
+
+
+def _is_flask_logins(entry: CookiePolicyEntry) -> bool:
+    return bool(entry.name == current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))
+
+
+def in_production(entry: CookiePolicyEntry) -> tuple[str, list[str]]:
+    """A cookie as it is sent over HTTPS, outside debug mode."""
+    if _is_flask_logins(entry) and not entry.secure:
+        # This entry was read in debug mode, where the demo leaves REMEMBER_COOKIE_SECURE off.
+        return entry.name, flags(dataclasses.replace(entry, secure=True))
+    return entry.name, flags(entry)
 
 
 def development_mode() -> bool:
@@ -130,7 +143,7 @@ def policy_rows(entries: list[CookiePolicyEntry]) -> list[PolicyRow]:
     rows = []
     for entry in entries:
         dev_name, dev_flags = in_development(entry)
-        prod = (entry.name, flags(entry))
+        prod = in_production(entry)
         here, other = (
             ((dev_name, dev_flags), prod) if development_mode() else (prod, (dev_name, dev_flags))
         )
