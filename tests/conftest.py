@@ -17,9 +17,21 @@ from .helpers import FakeClock, SpyStore
 from .store_registry import STORES
 
 
-@pytest.fixture(params=list(STORES))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Engine tests run on the memory store, those marked ``every_store`` on every store.
+
+    The contract suite (``tests/stores``) proves that the stores behave alike; an engine test
+    runs on each of them only where what it checks goes through the store's own code (deltas,
+    rotation, expiry, faults, the CLI's store calls).
+    """
+    if "engine_store" in metafunc.fixturenames:
+        every = metafunc.definition.get_closest_marker("every_store") is not None
+        metafunc.parametrize("engine_store", list(STORES) if every else ["memory"], indirect=True)
+
+
+@pytest.fixture
 def engine_store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """A real, empty store of each kind in ``tests/store_registry.STORES``."""
+    """A real, empty store of the kind in ``tests/store_registry.STORES`` named by the param."""
     store = STORES[request.param].factory(request)
     yield store
     store.close()

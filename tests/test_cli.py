@@ -18,13 +18,17 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_keepsake import Keepsake, cli, signals
-from flask_keepsake.cli import CLEANUP_BATCH_SIZE, CLEANUP_MIN_PAUSE, audit, cleanup_pause
+from flask_keepsake.audit import audit
+from flask_keepsake.cli import CLEANUP_BATCH_SIZE, CLEANUP_MIN_PAUSE, cleanup_pause
 from flask_keepsake.interface import engine_of
 from flask_keepsake.stores import MemoryStore
 from flask_keepsake.testing import login_client
 
 from .conftest import AppFactory, spy
 from .helpers import FakeClock
+
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
 
 IDLE = 30 * 60
 
@@ -124,6 +128,35 @@ def test_check_debug_flag_is_a_warning(app: Flask) -> None:
 def test_check_httponly_off(make_app: AppFactory) -> None:
     """A session cookie readable by page script is reported."""
     assert "KS103" in ids(check(make_app(SESSION_COOKIE_HTTPONLY=False)))
+
+
+@pytest.mark.parametrize(
+    ("config", "flags"),
+    [
+        ({}, ["Secure"]),
+        ({"REMEMBER_COOKIE_SECURE": True, "REMEMBER_COOKIE_HTTPONLY": False}, ["HttpOnly"]),
+        ({"REMEMBER_COOKIE_HTTPONLY": False}, ["Secure", "HttpOnly"]),
+    ],
+)
+def test_check_flask_logins_remember_cookie(config: dict[str, bool], flags: list[str]) -> None:
+    """Flask-Login's remember cookie is not Secure by default: check says so in production."""
+    flask_login = pytest.importorskip("flask_login")
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="remember-secret-0123456789abcdef0123", **config)
+    flask_login.LoginManager(app)
+    Keepsake(app, store=MemoryStore())
+    (finding,) = [f for f in json.loads(check(app).stdout) if f["id"] == "KS110"]
+    assert finding["severity"] == "warning"
+    assert f"set without {' and '.join(flags)}:" in finding["message"]
+    app.config.update(REMEMBER_COOKIE_SECURE=True, REMEMBER_COOKIE_HTTPONLY=True)
+    assert "KS110" not in ids(check(app))
+
+
+def test_check_remember_cookie_only_with_flask_login() -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="remember-secret-0123456789abcdef0123")
+    Keepsake(app, store=MemoryStore())
+    assert "KS110" not in ids(check(app))
 
 
 def test_check_missing_secret_key_is_a_warning(make_app: AppFactory) -> None:

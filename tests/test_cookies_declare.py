@@ -420,7 +420,7 @@ def test_repr_names_cookie_category_and_kind(keepsake: Keepsake) -> None:
 
 def test_encrypted_without_cryptography_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the cryptography package, an encrypted declaration says what to install."""
-    monkeypatch.setattr("flask_keepsake.cookies.have_cryptography", lambda: False)
+    monkeypatch.setattr("flask_keepsake.cookies.declared.have_cryptography", lambda: False)
     keepsake = Keepsake(store=MemoryStore())
     with pytest.raises(CookieDeclarationError, match="pip install cryptography"):
         _declare(keepsake, encrypted=True)

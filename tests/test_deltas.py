@@ -15,6 +15,9 @@ from flask_keepsake.interface import engine_of
 
 from .conftest import AppFactory, spy
 
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
+
 COOKIE = "__Host-session"
 
 

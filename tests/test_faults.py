@@ -14,6 +14,9 @@ from flask_keepsake.stores.base import SessionRecord
 from .conftest import AppFactory, spy
 from .helpers import FakeClock
 
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
+
 COOKIE = "__Host-session"
 
 

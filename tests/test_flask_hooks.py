@@ -258,3 +258,28 @@ def test_permanent_lifetime_on_app_attribute_is_used() -> None:
     with app.test_request_context():
         [info] = keepsake.sessions(1)
     assert (info.expires - info.created).total_seconds() == pytest.approx(90 * 60, abs=1)
+
+
+@pytest.mark.parametrize("login_manager", [False, True])
+def test_untouched_session_is_not_accessed(login_manager: bool) -> None:
+    """As in Flask's test_session_accessed: Keepsake's own hooks never mark an untouched
+    session accessed (reading flask.session does, since Flask 3.1.3)."""
+    seen: list[bool] = []
+
+    class Recording(KeepsakeSessionInterface):
+        def save_session(self, app: Flask, session: object, response: object) -> None:
+            seen.append(bool(getattr(session, "accessed")))  # noqa: B009 - typed as object
+            super().save_session(app, session, response)  # type: ignore[arg-type]
+
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+    keepsake = Keepsake(app, store=MemoryStore(), session_interface=Recording)
+    add_routes(app, keepsake)
+    if login_manager:
+        flask_login = pytest.importorskip("flask_login")
+        flask_login.LoginManager(app).user_loader(lambda user_id: None)
+    client = app.test_client()
+    client.get("/noop")
+    client.get("/get/a")
+    # Flask-Login's after-request hook reads the session, so it is accessed there.
+    assert seen == [login_manager, True]

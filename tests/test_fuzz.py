@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask, session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,6 +42,9 @@ VALUES = st.one_of(
     st.just("A" * 6000),
     st.builds(lambda: tokens.new_token()),
 )
+
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
 PAIRS = st.lists(st.tuples(NAMES, VALUES), max_size=5)
 SEPARATORS = st.sampled_from(["; ", ";", ", ", " ;", ";;", "\t;"])
 

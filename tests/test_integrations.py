@@ -11,6 +11,9 @@ from flask_keepsake import Keepsake, tokens
 
 from .conftest import AppFactory, spy
 
+#: Remember-me and revocation through Flask-Login must hold on every store (issue 12).
+pytestmark = pytest.mark.every_store
+
 flask_login = pytest.importorskip("flask_login")
 flask_wtf_csrf = pytest.importorskip("flask_wtf.csrf")
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask, jsonify
 
 from flask_keepsake import Keepsake, tokens
 
 from .conftest import AppFactory, spy
 from .helpers import FakeClock, parse_set_cookie
+
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
 
 COOKIE = "__Host-session"
 

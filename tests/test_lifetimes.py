@@ -14,6 +14,9 @@ from flask_keepsake.stores.memory import MemoryStore
 from .conftest import AppFactory, spy
 from .helpers import FakeClock, parse_set_cookie
 
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
+
 DAY = 86400.0
 
 

@@ -20,7 +20,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from flask_keepsake import Keepsake
 from flask_keepsake.stores.base import Store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_store]
 
 COOKIE = "session"
 ROUNDS = 8

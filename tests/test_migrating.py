@@ -20,6 +20,9 @@ from flask_keepsake.migrate import adopt_old_sessions
 from .conftest import AppFactory, spy
 from .helpers import parse_set_cookie
 
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
+
 SECRET = "test-secret-key-0123456789abcdef"  # the key make_app uses
 COOKIE = "__Host-session"
 OLD = "session"

@@ -9,6 +9,9 @@ from flask_keepsake.testing import login_client
 
 from .conftest import AppFactory, spy
 
+#: A store error anywhere in a request is a 503, on every store (issue 13).
+pytestmark = pytest.mark.every_store
+
 PAGE = "<p>{{ 'in' if session.get('user') else 'out' }}</p>"
 
 

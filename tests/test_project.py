@@ -27,11 +27,26 @@ def test_readme_starts_with_two_commands() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    """.ci/run runs the README's test command, verbatim, and then the peers' test suites."""
+    """.ci/run runs the README's test command, verbatim, then lint, the peers' test suites, the
+    built wheel and the lowest versions."""
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     readme = ci.index(_readme_commands()[1])
-    assert ci[-1] == "python3 .ci/peers/run.py"
-    assert readme < len(ci) - 1
+    jobs = [
+        "python3 .ci/package.py lint",
+        "python3 .ci/peers/run.py",
+        "python3 .ci/package.py wheel",
+        "python3 .ci/package.py lowest",
+    ]
+    assert [ci.index(job) for job in jobs] == sorted(ci.index(job) for job in jobs)
+    assert readme < ci.index(jobs[0])
+
+
+def test_licence_is_declared_the_modern_way() -> None:
+    """PEP 639: an SPDX expression and the licence file, which the wheel then carries."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "BSD-3-Clause"
+    assert project["license-files"] == ["LICENSE"]
+    assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
 
 
 def test_no_registry_host_names() -> None:

@@ -13,6 +13,9 @@ from flask_keepsake import Keepsake, tokens
 from .conftest import AppFactory, spy
 from .helpers import FakeClock, parse_set_cookie
 
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
+
 flask_login = pytest.importorskip("flask_login")
 
 COOKIE = "__Host-session"

@@ -7,6 +7,7 @@ loading its session and saving it.
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask, session
 from flask.testing import FlaskClient
 
@@ -14,6 +15,9 @@ from flask_keepsake import Keepsake
 
 from .conftest import AppFactory, spy
 from .helpers import FakeClock, set_cookie_headers
+
+#: What these tests check goes through each store's own code: run them on every store.
+pytestmark = pytest.mark.every_store
 
 NAME = "__Host-session"
 

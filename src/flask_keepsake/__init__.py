@@ -1,9 +1,15 @@
 """Keepsake: server-side sessions and cookies for Flask, secure by default."""
 
-from .consent import Consent
-from .cookies import CookieDeclarationError, CookiePolicyEntry, CookieValueError, DeclaredCookie
+from .cookies import (
+    Consent,
+    CookieDeclarationError,
+    CookiePolicyEntry,
+    CookieValueError,
+    DeclaredCookie,
+)
+from .engine import SessionInfo
 from .errors import ConfigError, KeepsakeError, NotInitialized, SessionTooLarge, StoreUnavailable
-from .extension import Keepsake, SessionInfo
+from .extension import Keepsake
 from .session import ServerSession
 
 __all__ = [

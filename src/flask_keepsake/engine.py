@@ -33,8 +33,8 @@ from .config import HOST_PREFIX, SECURE_PREFIX, permanent_lifetime
 from .crypto import CookieSigner, InvalidValue, secret_keys
 from .errors import NotInitialized, SessionTooLarge, StoreUnavailable
 from .headers import cookie_values, is_loopback, no_store, replace_response, vary_on_cookie
-from .session import SessionState, mark_loaded, new_unloaded
-from .stores.base import ROTATED, Outcome, SessionRecord, Touch
+from .session import SessionState, is_quiet, mark_loaded, new_unloaded, request_of, state_of
+from .stores.base import ROTATED, Outcome, SessionRecord, Touch, admin_store
 from .tokens import fingerprint, is_token, new_handle, new_token, storage_key
 
 if TYPE_CHECKING:
@@ -87,6 +87,50 @@ def is_persistent(record: SessionRecord, data: dict[str, str] | None = None) -> 
     """Whether a stored session is persistent: remembered at sign-in, or ``session.permanent``
     (in ``data``, default the record's)."""
     return record.remembered or (record.data if data is None else data).get(_PERMANENT) == _TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session of a user, as :meth:`Keepsake.sessions` lists it. Never holds the token."""
+
+    #: The public id of the session, for pages and URLs ("revoke this device").
+    handle: str
+    user_id: str | None
+    created: datetime
+    last_seen: datetime
+    #: When the session ends if nothing happens: the earlier of idle and absolute expiry. For
+    #: a persistent session, also when its cookie expires.
+    expires: datetime
+    #: When the session ends whatever happens (absolute timeout).
+    absolute_expires: datetime
+    auth_time: datetime | None
+    ip: str | None
+    user_agent: str | None
+    #: Whether this is the session of the current request.
+    current: bool
+    #: Whether this is a persistent ("remember me") session rather than a browser session.
+    persistent: bool = False
+
+
+def session_info(record: SessionRecord, current: bool) -> SessionInfo:
+    """What :meth:`Keepsake.sessions` tells about ``record``: no token, no data."""
+    return SessionInfo(
+        handle=record.handle,
+        user_id=record.user_id,
+        created=_dt(record.created),
+        last_seen=_dt(record.last_seen),
+        expires=_dt(record.expires_at),
+        absolute_expires=_dt(record.absolute_expires_at),
+        auth_time=None if record.auth_time is None else _dt(record.auth_time),
+        ip=record.ip,
+        user_agent=record.user_agent,
+        current=current,
+        persistent=is_persistent(record),
+    )
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 class Engine:
@@ -215,7 +259,7 @@ class Engine:
 
     def load(self, session: ServerSession) -> None:
         """Load the record named by the request's cookie into ``session`` (one store call)."""
-        request = session._request
+        request = request_of(session)
         assert request is not None
         state = SessionState()
         try:
@@ -227,7 +271,7 @@ class Engine:
             state.reset()
             state.unavailable = True
             mark_loaded(session, state)
-            if not session._quiet:
+            if not is_quiet(session):
                 raise
             return
         mark_loaded(session, state)
@@ -369,7 +413,7 @@ class Engine:
 
     def save(self, app: Flask, session: ServerSession, response: Response) -> None:
         """Persist what changed in ``session`` and set or delete the cookie."""
-        state = session._state
+        state = state_of(session)
         if state.unavailable:
             # The store failed while loading. In a view, Keepsake's error handler has already
             # answered 503; anywhere else (an error page, an after-request hook) Flask produced
@@ -383,7 +427,7 @@ class Engine:
         # Serialize before any store call: a TypeError or an oversized session must leave the
         # stored record exactly as it was.
         data = self.serialize(session, state)
-        request = session._request
+        request = request_of(session)
         assert request is not None
         try:
             if state.rotated:
@@ -681,7 +725,7 @@ class Engine:
         absolute_until: float | None = None,
     ) -> None:
         """Bind ``session`` to ``user_id``; the token rotates at the end of the request."""
-        state = session._state
+        state = state_of(session)
         state.user_id = str(user_id)
         state.auth_time = self.clock() if fresh else None
         state.lost_freshness = False
@@ -695,7 +739,7 @@ class Engine:
 
     def reauthenticated(self, session: ServerSession) -> None:
         """The user proved who they are again: fresh from now, with a new token."""
-        state = session._state
+        state = state_of(session)
         state.auth_time = self.clock()
         state.lost_freshness = False
         if state.rotate is None:
@@ -703,13 +747,13 @@ class Engine:
 
     def regenerate(self, session: ServerSession) -> None:
         """Give ``session`` a new token at the end of the request, keeping its data."""
-        state = session._state
+        state = state_of(session)
         if state.rotate is None:
             state.rotate = "regenerate"
 
     def logout(self, app: Flask, session: ServerSession) -> None:
         """End ``session`` now: delete its record, retire remember-me grants, drop the cookie."""
-        state = session._state
+        state = state_of(session)
         record = state.record
         if record is not None:
             self.store.delete(record.key)
@@ -725,7 +769,7 @@ class Engine:
 
     def reset(self, session: ServerSession) -> None:
         """Forget the stored session in this request: an anonymous, empty one takes its place."""
-        state = session._state
+        state = state_of(session)
         had_cookie = state.token is not None or state.stale_cookie
         dict.clear(session)
         session.modified = True
@@ -750,13 +794,67 @@ class Engine:
     def is_fresh(self, session: ServerSession, max_age: timedelta | float | None) -> bool:
         """Whether the user of ``session`` signed in during this sitting (and within
         ``max_age``)."""
-        auth_time = session._state.auth_time
+        auth_time = state_of(session).auth_time
         if auth_time is None:
             return False
         if max_age is None:
             return True
         limit = max_age.total_seconds() if isinstance(max_age, timedelta) else float(max_age)
         return self.clock() - auth_time <= limit
+
+    # -- a user's sessions: list and revoke ----------------------------------------------------
+
+    def sessions(
+        self, user_id: str | int | None, session: ServerSession | None
+    ) -> list[SessionInfo]:
+        """The live sessions of ``user_id`` (default: the user of ``session``), oldest first."""
+        uid, current_key = _target(user_id, session)
+        if uid is None:
+            return []
+        records = admin_store(self.store, "keepsake.sessions()").list_user(uid, self.clock())
+        return [session_info(r, r.key == current_key) for r in records]
+
+    def revoke(self, handle: str, user_id: str | int | None, session: ServerSession | None) -> bool:
+        """End the session whose handle is ``handle`` (of ``user_id`` only, when given)."""
+        uid = None if user_id is None else str(user_id)
+        store = admin_store(self.store, "keepsake.revoke()")
+        deleted = store.delete_handle(handle, self.clock(), user_id=uid)
+        if deleted is None:
+            return False
+        key, owner = deleted
+        if owner is not None:
+            self.mark_revoked(owner)
+        security_logger.info("Session %s revoked.", handle)
+        signals.session_revoked.send(self.app, handle=handle, user_id=owner, count=1)
+        if session is not None:
+            record = state_of(session).record
+            if record is not None and record.key == key:
+                self.reset(session)
+        return True
+
+    def revoke_user(
+        self, user_id: str | int | None, session: ServerSession | None, *, keep_current: bool
+    ) -> int:
+        """End every session of ``user_id`` (default: the user of ``session``)."""
+        uid, current_key = _target(user_id, session)
+        if uid is None:
+            return 0
+        except_key = current_key if keep_current else None
+        store = admin_store(self.store, "keepsake.revoke_all()")
+        count = store.delete_user(uid, self.clock(), except_key=except_key)
+        self.mark_revoked(uid)
+        security_logger.info("%d session(s) of user %s revoked.", count, uid)
+        signals.session_revoked.send(self.app, handle=None, user_id=uid, count=count)
+        if session is not None:
+            state = state_of(session)
+            if state.record is not None and state.record.key == current_key:
+                if keep_current:
+                    if state.remembered and state.user_id == uid:
+                        # This device stays remembered: a grant newer than the revocation.
+                        state.remember = "set"
+                else:
+                    self.reset(session)
+        return count
 
     # -- remember-me grants ----------------------------------------------------------------------
 
@@ -837,3 +935,14 @@ class Engine:
 
 def _revoked_marker(user_id: str) -> str:
     return _REVOKED + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _target(
+    user_id: str | int | None, session: ServerSession | None
+) -> tuple[str | None, str | None]:
+    """The user meant (``user_id``, else the session's) and the key of the session's record."""
+    record = None if session is None else state_of(session).record
+    current_key = None if record is None else record.key
+    if user_id is not None:
+        return str(user_id), current_key
+    return (None if session is None else session.user_id), current_key

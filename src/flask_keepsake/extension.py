@@ -11,16 +11,14 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from flask import current_app, got_request_exception
 
-from . import signals
 from .config import Settings
 from .cookies import CookieRegistry, DeclaredCookie, current_jar, init_cookies
-from .engine import Engine, SessionCookie, is_persistent
+from .engine import Engine, SessionCookie, SessionInfo, session_info
 from .errors import KeepsakeError, NotInitialized, StoreUnavailable
 from .interface import KeepsakeSessionInterface, engine_of
 from .session import current_session, quiet_from_now, state_of
@@ -32,40 +30,12 @@ if TYPE_CHECKING:
     from flask import Flask, Response
     from werkzeug.wrappers import Response as BaseResponse
 
-    from .consent import Consent
-    from .cookies import CookiePolicyEntry, SameSite
+    from .cookies import Consent, CookiePolicyEntry, SameSite
     from .session import ServerSession
-    from .stores.base import SessionRecord, Store
+    from .stores.base import Store
 
 logger = logging.getLogger("flask_keepsake")
 security_logger = logging.getLogger("flask_keepsake.security")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """One session of a user, as :meth:`Keepsake.sessions` lists it. Never holds the token."""
-
-    #: The public id of the session, for pages and URLs ("revoke this device").
-    handle: str
-    user_id: str | None
-    created: datetime
-    last_seen: datetime
-    #: When the session ends if nothing happens: the earlier of idle and absolute expiry. For
-    #: a persistent session, also when its cookie expires.
-    expires: datetime
-    #: When the session ends whatever happens (absolute timeout).
-    absolute_expires: datetime
-    auth_time: datetime | None
-    ip: str | None
-    user_agent: str | None
-    #: Whether this is the session of the current request.
-    current: bool
-    #: Whether this is a persistent ("remember me") session rather than a browser session.
-    persistent: bool = False
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 class Keepsake:
@@ -244,15 +214,12 @@ class Keepsake:
         yet. For "what the server keeps for you" pages; it never holds the token."""
         _, session = self._session()
         record = state_of(session).record
-        return None if record is None else self._info(record, True)
+        return None if record is None else session_info(record, True)
 
     def sessions(self, user_id: str | int | None = None) -> list[SessionInfo]:
         """List the live sessions of ``user_id`` (default: the current user), oldest first."""
-        engine, uid, current_key = self._target(user_id)
-        if uid is None:
-            return []
-        records = engine.store.list_user(uid, engine.clock())
-        return [self._info(r, r.key == current_key) for r in records]
+        engine = self._engine()
+        return engine.sessions(user_id, current_session())
 
     def revoke(self, handle: str, *, user_id: str | int | None = None) -> bool:
         """End the session whose public handle is ``handle``; return whether one ended.
@@ -263,21 +230,7 @@ class Keepsake:
         now stop working.
         """
         engine = self._engine()
-        uid = None if user_id is None else str(user_id)
-        deleted = engine.store.delete_handle(handle, engine.clock(), user_id=uid)
-        if deleted is None:
-            return False
-        key, owner = deleted
-        if owner is not None:
-            engine.mark_revoked(owner)
-        security_logger.info("Session %s revoked.", handle)
-        signals.session_revoked.send(engine.app, handle=handle, user_id=owner, count=1)
-        session = current_session()
-        if session is not None:
-            record = state_of(session).record
-            if record is not None and record.key == key:
-                engine.reset(session)
-        return True
+        return engine.revoke(handle, user_id, current_session())
 
     def revoke_all(self, user_id: str | int | None = None, *, keep_current: bool = True) -> int:
         """End every session of ``user_id`` (default: the current user); return how many.
@@ -285,52 +238,8 @@ class Keepsake:
         With ``keep_current`` the session of this request survives (a password change). Every
         remember-me grant of the user issued before now stops working, on every device.
         """
-        engine, uid, current_key = self._target(user_id)
-        if uid is None:
-            return 0
-        except_key = current_key if keep_current else None
-        count = engine.store.delete_user(uid, engine.clock(), except_key=except_key)
-        engine.mark_revoked(uid)
-        security_logger.info("%d session(s) of user %s revoked.", count, uid)
-        signals.session_revoked.send(engine.app, handle=None, user_id=uid, count=count)
-        session = current_session()
-        if session is not None:
-            state = state_of(session)
-            if state.record is not None and state.record.key == current_key:
-                if keep_current:
-                    if state.remembered and state.user_id == uid:
-                        # This device stays remembered: a grant newer than the revocation.
-                        state.remember = "set"
-                else:
-                    engine.reset(session)
-        return count
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _target(self, user_id: str | int | None) -> tuple[Engine, str | None, str | None]:
         engine = self._engine()
-        session = current_session()
-        record = None if session is None else state_of(session).record
-        current_key = None if record is None else record.key
-        if user_id is not None:
-            return engine, str(user_id), current_key
-        return engine, session.user_id if session is not None else None, current_key
-
-    @staticmethod
-    def _info(record: SessionRecord, current: bool) -> SessionInfo:
-        return SessionInfo(
-            handle=record.handle,
-            user_id=record.user_id,
-            created=_dt(record.created),
-            last_seen=_dt(record.last_seen),
-            expires=_dt(record.expires_at),
-            absolute_expires=_dt(record.absolute_expires_at),
-            auth_time=None if record.auth_time is None else _dt(record.auth_time),
-            ip=record.ip,
-            user_agent=record.user_agent,
-            current=current,
-            persistent=is_persistent(record),
-        )
+        return engine.revoke_user(user_id, current_session(), keep_current=keep_current)
 
     # -- declared cookies ------------------------------------------------------------------
 

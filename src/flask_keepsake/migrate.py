@@ -27,6 +27,7 @@ from itsdangerous import BadSignature, SignatureExpired
 from . import serialize
 from .errors import ConfigError, NotInitialized
 from .interface import engine_of
+from .session import request_of
 from .tokens import fingerprint
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class _Adopter:
         self.lifetime = lifetime
 
     def __call__(self, session: ServerSession, state: SessionState) -> None:
-        request = session._request
+        request = request_of(session)
         assert request is not None
         value = request.cookies.get(self.cookie_name)
         if value is not None:

@@ -12,10 +12,12 @@ with session data and one call (:meth:`SessionState.reset`) forgets it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from flask import has_request_context
+from flask import request as request_proxy
 from flask import session as session_proxy
 from flask.sessions import SessionMixin
 
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from flask import Request
 
     from .stores.base import SessionRecord
+
+#: Where :func:`new_unloaded` leaves a weak reference to the request's session.
+_ENVIRON_KEY: Final = "flask_keepsake.session"
 
 __all__ = [
     "ServerSession",
@@ -248,7 +253,10 @@ del _name
 
 def new_unloaded(request: Request, loader: Callable[[ServerSession], None]) -> ServerSession:
     """An unloaded session for ``request``; ``loader`` fills it on first use."""
-    return _UnloadedSession(request, loader)
+    session = _UnloadedSession(request, loader)
+    # Weakly: the session refers to the request, and a cycle would wait for the collector.
+    request.environ[_ENVIRON_KEY] = weakref.ref(session)
+    return session
 
 
 def mark_loaded(session: ServerSession, state: SessionState) -> None:
@@ -269,14 +277,29 @@ def state_of(session: ServerSession) -> SessionState:
     return session._state
 
 
+def request_of(session: ServerSession) -> Request | None:
+    """The request a session is being loaded for (``None`` once loaded, or for a new one)."""
+    return session._request
+
+
+def is_quiet(session: ServerSession) -> bool:
+    """Whether the view is over for ``session`` (see :func:`quiet_from_now`)."""
+    return session._quiet
+
+
 def quiet_from_now() -> None:
     """The view is over (after-request hooks, or Flask's 500 page, run next): from now on, a
     store failure while loading the session leaves it empty instead of raising, and the
-    response becomes the 503 when the session is saved."""
+    response becomes the 503 when the session is saved.
+
+    It finds the session through the request, not ``flask.session``: reading that proxy marks
+    the session accessed (Flask 3.1.3), which this must not do to a session nobody used.
+    """
     if has_request_context():
-        mark = getattr(session_proxy, "_handling_error", None)
-        if mark is not None:
-            mark()
+        ref = request_proxy.environ.get(_ENVIRON_KEY)
+        session = None if ref is None else ref()
+        if session is not None:
+            session._handling_error()
 
 
 def current_session() -> ServerSession | None:

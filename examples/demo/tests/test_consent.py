@@ -34,19 +34,19 @@ def test_banner_on_every_page_until_decided(client: FlaskClient) -> None:
 
 
 def test_accept_all(client: FlaskClient) -> None:
-    """Accept all stores every category in the consent cookie and hides the banner."""
+    """Accept all grants only the categories with cookies (essential, preferences)."""
     token = csrf_token(client.get("/set_cookie").data)
     response = client.post(
         "/consent", data={"csrf_token": token, "choice": "all", "next": "/set_cookie"}
     )
     assert response.headers["Location"] == "/set_cookie"
     header = next(h for h in response.headers.getlist("Set-Cookie") if "consent=" in h)
-    assert header.startswith("__Host-consent=analytics.essential.marketing.preferences;")
+    assert header.startswith("__Host-consent=essential.preferences;")
     for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Max-Age="):
         assert flag in header
     html = client.get("/").get_data(as_text=True)
     assert 'id="consent-banner"' not in html
-    assert "Saved: essential cookies and analytics, marketing, preferences cookies." in html
+    assert "Saved: essential cookies and preferences cookies." in html
 
 
 def test_essentials_only(client: FlaskClient) -> None:
@@ -61,8 +61,8 @@ def test_essentials_only(client: FlaskClient) -> None:
 
 
 def test_choose_categories(client: FlaskClient) -> None:
-    """The policy page's form grants the categories ticked, and ignores unknown ones."""
-    _consent(client, "custom", "preferences", "no-such-category")
+    """The policy page's form grants the categories ticked, and ignores unknown or empty ones."""
+    _consent(client, "custom", "preferences", "no-such-category", "analytics", "marketing")
     cookie = client.get_cookie("__Host-consent")
     assert cookie is not None
     assert cookie.value == "essential.preferences"
@@ -165,6 +165,7 @@ def test_policy_lists_every_cookie(client: FlaskClient) -> None:
         "__Host-theme",
         "__Host-last_visit",
         "flask_tutorial",
+        "__Host-script_visible",
     ]
     assert "preferences" in table
     assert "365 days" in table
@@ -177,3 +178,81 @@ def test_policy_offers_only_used_categories(client: FlaskClient) -> None:
     assert 'id="category-essential"' in html
     assert 'id="category-preferences"' in html
     assert 'id="category-analytics"' not in html
+
+
+def test_banner_lists_only_categories_with_cookies(client: FlaskClient) -> None:
+    """The banner names preferences, and neither analytics nor marketing, which have no cookie."""
+    html = client.get("/").get_data(as_text=True)
+    banner = html[html.index('id="consent-banner"') : html.index("</section>")]
+    assert "preferences cookies" in banner
+    assert '"Accept all" allows\n  essential and preferences cookies and nothing more.' in banner
+    assert "analytics" not in banner
+    assert "marketing" not in banner
+
+
+def test_policy_says_only_used_categories_are_offered(client: FlaskClient) -> None:
+    """The policy page says what is offered, and that analytics and marketing are not."""
+    html = client.get("/cookies").get_data(as_text=True)
+    assert "Only categories with at least one cookie" in html
+    assert "(essential, preferences)" in html
+    assert "This demo has no analytics or marketing cookies" in html
+
+
+def _policy_rows(html: str) -> dict[str, str]:
+    table = html[html.index('id="policy"') : html.index("</table>")]
+    rows = {}
+    for part in table.split("<tr><td><code>")[1:]:
+        name, _, rest = part.partition("</code>")
+        rows[name] = rest[: rest.index("</tr>")]
+    return rows
+
+
+def test_policy_in_production_mode_shows_development_beside(client: FlaskClient) -> None:
+    """Production: __Host- names with Secure, the development names and flags beside them."""
+    html = client.get("/cookies").get_data(as_text=True)
+    assert "<strong>production (HTTPS)</strong> mode" in html
+    rows = _policy_rows(html)
+    assert "Secure, HttpOnly, SameSite=Lax" in rows["__Host-session"]
+    assert (
+        '<code class="name">session</code><br>HttpOnly, SameSite=Lax</td>' in rows["__Host-session"]
+    )
+    assert '<code class="name">consent</code><br>HttpOnly' in rows["__Host-consent"]
+    # Flask-Login's cookie is Secure outside debug mode (the demo sets REMEMBER_COOKIE_SECURE).
+    assert "<td>Secure, HttpOnly, SameSite=Lax, signed</td>" in rows["remember_token"]
+    assert (
+        '<code class="name">remember_token</code><br>HttpOnly, SameSite=Lax, signed</td>'
+        in (rows["remember_token"])
+    )
+    assert "<td>1 hour</td>" in rows["__Host-script_visible"]
+
+
+def test_policy_in_development_mode_names_what_the_browser_holds(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Development on localhost: the table names the cookies as sent here, production beside."""
+    client = make_app(KEEPSAKE_COOKIE_SECURE="auto").test_client()
+    html = client.get("/cookies").get_data(as_text=True)
+    assert "<strong>development (plain HTTP on localhost" in html
+    rows = _policy_rows(html)
+    assert list(rows) == [
+        "session",
+        "remember_token",
+        "session_remember",
+        "consent",
+        "theme",
+        "last_visit",
+        "flask_tutorial",
+        "script_visible",
+    ]
+    assert "<td>HttpOnly, SameSite=Lax</td>" in rows["session"]
+    assert (
+        '<code class="name">__Host-session</code><br>Secure, HttpOnly, SameSite=Lax'
+        in rows["session"]
+    )
+    assert '<code class="name">flask_tutorial</code><br>Secure, HttpOnly' in rows["flask_tutorial"]
+    # What the pages really send in this mode, by name.
+    sent = client.get("/").headers.getlist("Set-Cookie")
+    sent += client.get("/last-visit").headers.getlist("Set-Cookie")
+    sent += client.get("/security").headers.getlist("Set-Cookie")
+    for header in sent:
+        name = header.split("=", 1)[0]
+        assert name in rows, name
+        assert "Secure" not in header, header

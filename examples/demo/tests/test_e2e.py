@@ -143,7 +143,7 @@ def test_httponly_hides_session_cookie(new_context: Any) -> None:
     assert session["sameSite"] == "Lax"
     page.goto("/security")
     assert "session" not in page.evaluate("document.cookie")
-    assert page.inner_text("#document-cookie") == '"" (an empty string)'
+    assert page.inner_text("#document-cookie") == "script_visible=page-script-can-read-me"
     assert "HttpOnly hides it from script" in page.inner_text("#document-cookie-verdict")
     assert "session" in page.inner_text("#received")
     screenshot(page, "security")
@@ -251,19 +251,56 @@ def test_last_visit_on_second_visit(new_context: Any) -> None:
     screenshot(page, "last-visit")
 
 
+#: Every page of the demo (the signed-in ones last).
+PAGES = (
+    "/",
+    "/set_cookie",
+    "/read_cookie",
+    "/delete_cookie",
+    "/last-visit",
+    "/session/remember",
+    "/session/hello",
+    "/session/forget",
+    "/session/flask",
+    "/session",
+    "/security",
+    "/cookies",
+    "/login",
+    "/register",
+    "/no-such-page",
+    "/sessions",
+    "/password",
+)
+SIGNED_IN_PAGES = ("/sessions", "/password")
+
+
+def _overflow(page: Page) -> int:
+    width: int = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    return width
+
+
+def _fill_the_session(page: Page) -> None:
+    page.goto("/session/remember")
+    page.fill("#name", "Ada")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_selector("#kept")
+
+
 def test_readable_on_a_phone(new_context: Any) -> None:
-    """On a phone-sized screen no page scrolls sideways."""
-    context = new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    """At 390 px (a phone) no page scrolls sideways, forms and tables included."""
+    context = new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
     sign_in(page)
-    for path in ("/", "/set_cookie", "/session", "/sessions", "/security", "/cookies"):
+    _fill_the_session(page)
+    for path in PAGES:
         page.goto(path)
-        overflow = page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
-        assert overflow <= 0, path
+        assert _overflow(page) <= 0, path
     page.goto("/")
     screenshot(page, "home-phone")
+    page.goto("/session/flask")
+    screenshot(page, "session-flask-phone")
 
 
 def test_production_cookie_in_chromium(browser: Browser, tmp_path: Path) -> None:
@@ -291,3 +328,252 @@ def test_production_cookie_in_chromium(browser: Browser, tmp_path: Path) -> None
             context.close()
     finally:
         live.stop()
+
+
+def test_session_lesson_in_browser(new_context: Any) -> None:
+    """Remember a name, read it on another page, forget it: the session lives on."""
+    context = new_context()
+    page = context.new_page()
+    page.goto("/session/remember")
+    page.fill("#name", "<b>Ada</b>")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_selector("#kept")
+    assert "<b>Ada</b>" in page.inner_text("#kept")  # shown as text
+    assert "name" in page.inner_text("#after")
+    assert "name" not in page.inner_text("#before")
+    screenshot(page, "session-remember")
+    handle = page.inner_text("#after .handle")
+
+    page.click("text=Open another page that reads it")
+    assert page.inner_text("#greeting") == "Hello, <b>Ada</b>!"
+    page.goto("/session/flask")
+    assert '"name": "<b>Ada</b>"' in page.inner_text("#flask-decoded")
+    session = cookies_by_name(context)["session"]["value"]
+    assert session not in page.content()
+    assert f"session={session[:4]}…" in page.inner_text("#keepsake-cookie")
+    screenshot(page, "session-flask")
+
+    page.goto("/session/hello")
+    page.click("form[action='/session/forget'] button")
+    page.wait_for_selector("#forgot")
+    assert "removed <b>Ada</b>, and only that" in page.inner_text("#forgot")
+    assert page.inner_text("#after .handle") == handle
+    assert cookies_by_name(context)["session"]["value"] == session
+    screenshot(page, "session-forget")
+    page.goto("/session/hello")
+    assert page.inner_text("#greeting") == "Hello, stranger!"
+
+
+def test_set_cookie_with_your_own_value(new_context: Any) -> None:
+    """The set-cookie form: Chromium keeps the chosen value for the chosen max_age."""
+    context = new_context()
+    page = context.new_page()
+    page.goto("/set_cookie")
+    page.fill("#value", "chocolate chip")
+    page.fill("#max_age", "3600")
+    page.click("form[action='/set_cookie'] button")
+    page.wait_for_selector("#chosen-value")
+    cookie = cookies_by_name(context)["flask_tutorial"]
+    assert cookie["expires"] > 0  # a persistent cookie now
+    page.goto("/read_cookie")
+    assert page.inner_text("#value") == "chocolate chip"
+
+    page.goto("/set_cookie")
+    page.fill("#max_age", "-1")
+    page.click("form[action='/set_cookie'] button")
+    assert "from 1 to 34560000" in page.inner_text("main")
+    assert "Cookie not set" in page.inner_text("h1")
+
+
+def test_remember_me_flow(server: LiveServer, new_context: Any) -> None:
+    """Keep me signed in; the devices page says so; revoked, the remember cookie is worthless."""
+    laptop = new_context()
+    page = laptop.new_page()
+    page.goto("/login")
+    page.fill("#username", "demo")
+    page.fill("#password", "demo-password")
+    page.check("#remember")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_selector("text=Signed in as")
+    jar = cookies_by_name(laptop)
+    assert jar["session"]["expires"] > 0  # outlives the browser
+    remembered = [
+        {"name": name, "value": jar[name]["value"], "url": server.url}
+        for name in ("remember_token", "session_remember")
+    ]
+
+    # A browser restart keeps only persistent cookies; the remember cookies alone sign in.
+    restarted = new_context()
+    restarted.add_cookies(remembered)
+    probe = restarted.new_page()
+    probe.goto("/")
+    assert "You are signed in as demo" in probe.inner_text("main")
+    restarted.close()
+
+    page.goto("/sessions")
+    mine = page.locator("li.device.current")
+    assert "remembered" in mine.inner_text()
+    assert "Remembered: stays signed in" in mine.inner_text()
+    assert "no longer signs it back in" in page.inner_text("#revoke-remembered")
+    handle = mine.get_attribute("data-handle")
+    screenshot(page, "sessions-remembered")
+
+    phone = new_context()
+    phone_page = phone.new_page()
+    sign_in(phone_page)
+    phone_page.goto("/sessions")
+    phone_page.click(f"li[data-handle='{handle}'] button")
+    phone_page.wait_for_selector("text=That device is signed out")
+
+    page.goto("/")
+    assert "You are not signed in" in page.inner_text("main")
+    again = new_context()
+    again.add_cookies(remembered)
+    probe = again.new_page()
+    probe.goto("/")
+    assert "You are not signed in" in probe.inner_text("main")
+    assert "remember_token" not in cookies_by_name(again)  # cleared, not just ignored
+
+
+def test_contrast_cookie_visible_to_script(new_context: Any) -> None:
+    """document.cookie shows the non-HttpOnly contrast cookie and not the session cookie."""
+    context = new_context()
+    page = context.new_page()
+    page.goto("/")
+    page.goto("/security")
+    seen = page.evaluate("document.cookie")
+    assert "script_visible=page-script-can-read-me" in seen
+    assert "session=" not in seen
+    assert "is there: without HttpOnly" in page.inner_text("#contrast-verdict")
+    assert "HttpOnly hides it from script" in page.inner_text("#document-cookie-verdict")
+    assert cookies_by_name(context)["script_visible"]["httpOnly"] is False
+
+
+def test_no_errors_and_no_404_on_any_page(new_context: Any) -> None:
+    """Every page loads with no failed request (the favicon included) and no console error."""
+    context = new_context()
+    page = context.new_page()
+    failed: list[str] = []
+    errors: list[str] = []
+    loaded: list[str] = []
+    page.on("response", lambda r: loaded.append(r.url))
+    page.on(
+        "response",
+        lambda r: (
+            failed.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/no-such-page")
+            else None
+        ),
+    )
+    page.on(
+        "console", lambda m: errors.append(f"{page.url}: {m.text}") if m.type == "error" else None
+    )
+    page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
+    sign_in(page)
+    _fill_the_session(page)
+    for path in PAGES:
+        if path == "/no-such-page":
+            continue
+        page.goto(path)
+        page.wait_for_load_state("load")
+    # Chromium fetches the icon outside the page's own requests: ask for it as it does.
+    icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert icon == page.url.split("/", 3)[0] + "//" + page.url.split("/", 3)[2] + "/favicon.ico"
+    status = page.evaluate(f"fetch({icon!r}).then(r => [r.status, r.headers.get('content-type')])")
+    assert status == [200, "image/vnd.microsoft.icon"]
+    assert loaded  # the listener saw the pages' requests
+    assert failed == []
+    assert errors == []
+
+
+def test_every_page_works_without_javascript(browser: Browser, server: LiveServer) -> None:
+    """With JavaScript off every page renders, and the forms (sign-in, session lesson) work."""
+    context = browser.new_context(base_url=server.url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        page.click("#consent-banner button[value=essential]")
+        assert page.locator("#consent-banner").count() == 0
+        sign_in(page)
+        _fill_the_session(page)
+        for path in PAGES:
+            response = page.goto(path)
+            assert response is not None
+            expected = 404 if path == "/no-such-page" else 200
+            assert response.status == expected, path
+            assert page.locator("h1").count() == 1, path
+        page.goto("/security")
+        assert "JavaScript is off" in page.inner_text("#document-cookie")
+        page.goto("/session/hello")
+        page.click("form[action='/session/forget'] button")
+        page.wait_for_selector("#forgot")
+        page.goto("/sessions")
+        page.click("li.device.current button")
+        page.wait_for_selector("text=You signed out this device.")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_light_and_dark(new_context: Any, scheme: str) -> None:
+    """The system's colour scheme picks the palette on every page; text stays readable."""
+    context = new_context(color_scheme=scheme)
+    page = context.new_page()
+    sign_in(page)
+    expected = {"light": "rgb(253, 252, 250)", "dark": "rgb(22, 24, 28)"}[scheme]
+    for path in PAGES:
+        page.goto(path)
+        colours = page.evaluate(
+            "(() => { const s = getComputedStyle(document.body);"
+            " return [s.backgroundColor, s.color]; })()"
+        )
+        assert colours[0] == expected, path
+        assert colours[0] != colours[1], path
+    if scheme == "dark":
+        page.goto("/session/remember")
+        screenshot(page, "session-remember-dark")
+
+
+def test_keyboard_focus_is_visible(new_context: Any) -> None:
+    """Tabbing through a page, every focused link, field and button has a visible outline."""
+    context = new_context()
+    page = context.new_page()
+    for path in ("/", "/session/remember", "/set_cookie", "/login", "/cookies"):
+        page.goto(path)
+        seen = set()
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            focus = page.evaluate(
+                "(() => { const e = document.activeElement; const s = getComputedStyle(e);"
+                " return [e.tagName, e.id || e.getAttribute('href') || e.textContent.trim(),"
+                " s.outlineStyle, s.outlineWidth]; })()"
+            )
+            if focus[0] == "BODY":
+                continue
+            seen.add(focus[0])
+            assert focus[2] == "solid", (path, focus)
+            assert focus[3] == "3px", (path, focus)
+        assert "A" in seen, path
+    page.goto("/session/remember")
+    page.focus("#name")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.tagName") == "BUTTON"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+
+
+def test_policy_names_the_cookies_chromium_holds(new_context: Any) -> None:
+    """In development mode the policy table names each cookie as the browser holds it."""
+    context = new_context()
+    page = context.new_page()
+    sign_in(page)
+    for path in ("/last-visit", "/set_cookie", "/security"):
+        page.goto(path)
+    page.goto("/cookies")
+    assert "development" in page.inner_text("#policy-mode")
+    names = page.eval_on_selector_all(
+        "#policy tbody tr td:first-child code", "els => els.map(e => e.textContent)"
+    )
+    for name, cookie in cookies_by_name(context).items():
+        assert name in names, name
+        assert cookie["secure"] is False, name
+    screenshot(page, "cookies-policy")

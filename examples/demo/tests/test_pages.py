@@ -214,3 +214,38 @@ def test_store_down_for_new_visitor(app: Flask) -> None:
         response = app.test_client().get("/")
     assert response.status_code == 503
     assert "Set-Cookie" not in response.headers
+
+
+def test_favicon(client: FlaskClient) -> None:
+    """/favicon.ico is an icon, not a 404, and every page links it."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.mimetype == "image/vnd.microsoft.icon"
+    assert response.data[:4] == b"\x00\x00\x01\x00"  # the ICO signature
+    assert "no-store" not in response.headers["Cache-Control"]
+    response.close()
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/").get_data(as_text=True)
+
+
+def test_favicon_without_a_session_does_not_touch_the_store(app: Flask) -> None:
+    """Like a stylesheet, the icon makes no store call for a visitor without a session."""
+    with store_down(app):
+        response = app.test_client().get("/favicon.ico")
+        assert response.status_code == 200
+        response.close()
+
+
+def test_security_page_sets_a_script_readable_contrast_cookie(client: FlaskClient) -> None:
+    """/security sets a cookie without HttpOnly, shows its header, and names it for the script."""
+    response = client.get("/security")
+    (header,) = [
+        h for h in response.headers.getlist("Set-Cookie") if h.startswith("__Host-script_visible=")
+    ]
+    assert header.startswith("__Host-script_visible=page-script-can-read-me;")
+    assert "HttpOnly" not in header
+    assert "Secure" in header
+    html = response.get_data(as_text=True)
+    assert 'data-contrast-cookie="__Host-script_visible"' in html
+    assert "<dt><code>(no HttpOnly)</code></dt>" in html
+    # Without JavaScript the box says what the script would have shown.
+    assert "__Host-script_visible=page-script-can-read-me and no __Host-session" in html

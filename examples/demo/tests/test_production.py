@@ -245,3 +245,15 @@ def test_visit_counter_survives_worker_hops(gunicorn: Gunicorn) -> None:
         match = re.search(r'id="visits">(\d+)<', html)
         assert match is not None
         assert int(match.group(1)) == expected
+
+
+def test_check_finds_no_warning_in_production(tmp_path: Path) -> None:
+    """The demo as gunicorn runs it (not debug) passes flask keepsake check's rules."""
+    from flask_keepsake.audit import audit
+    from keepsake_demo import create_app
+
+    app = create_app({"DEMO_PASSWORD_METHOD": "pbkdf2:sha256:1000"}, instance_path=str(tmp_path))
+    assert not app.debug
+    assert app.config["REMEMBER_COOKIE_SECURE"] is True
+    findings = audit(app, url="https://demo.example")
+    assert [f.id for f in findings if f.severity != "note"] == []

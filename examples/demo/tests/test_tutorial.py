@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from keepsake_demo.explain import describe_device, explain_set_cookie
@@ -143,3 +144,63 @@ def test_describe_device() -> None:
     assert describe_device(firefox) == "Firefox on Linux"
     assert describe_device(iphone) == "Safari on iPhone"
     assert describe_device(None) == "Unknown device"
+
+
+def _custom(client: FlaskClient, value: str, max_age: str = "") -> Any:
+    from demo_helpers import post_form
+
+    return post_form(client, "/set_cookie", "/set_cookie", value=value, max_age=max_age)
+
+
+def test_set_cookie_with_your_own_value_and_max_age(client: FlaskClient) -> None:
+    """POST /set_cookie sends the value chosen, for max_age seconds, and reads back the same."""
+    response = _custom(client, "héllo; wörld", "120")
+    assert response.status_code == 200
+    (header,) = _set_cookie_headers(response, "flask_tutorial")
+    assert "Max-Age=120" in header
+    assert "Expires=" in header
+    for flag in ("Secure", "HttpOnly", "SameSite=Lax"):
+        assert flag in header
+    html = response.get_data(as_text=True)
+    assert "<dt><code>Max-Age=120</code></dt>" in html
+    assert "max_age=120" in html
+    read = client.get("/read_cookie").get_data(as_text=True)
+    assert '<span id="value">héllo; wörld</span>' in read
+
+
+def test_set_cookie_without_max_age_is_a_session_cookie(client: FlaskClient) -> None:
+    """An empty max_age gives a cookie that ends with the browser."""
+    (header,) = _set_cookie_headers(_custom(client, "plain"), "flask_tutorial")
+    assert header.startswith("flask_tutorial=plain;")
+    assert "Max-Age" not in header
+    assert "Expires" not in header
+
+
+@pytest.mark.parametrize(
+    ("value", "max_age", "message"),
+    [
+        ("", "", "Type a value for the cookie."),
+        ("x" * 101, "", "Use at most 100 characters."),
+        ("a\x00b", "", "Control characters"),
+        ("ok", "0", "from 1 to 34560000"),
+        ("ok", "-5", "from 1 to 34560000"),
+        ("ok", "34560001", "from 1 to 34560000"),
+        ("ok", "soon", "Not a valid integer value."),
+        ("ok", "9" * 10_000, "Not a valid integer value."),
+    ],
+)
+def test_set_cookie_refuses_bad_values(
+    client: FlaskClient, value: str, max_age: str, message: str
+) -> None:
+    """A bad value or lifetime is refused with the reason, and no cookie is sent."""
+    response = _custom(client, value, max_age)
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert not _set_cookie_headers(response, "flask_tutorial")
+
+
+def test_set_cookie_custom_value_is_escaped(client: FlaskClient) -> None:
+    """Markup in the chosen value is shown as text on the page."""
+    html = _custom(client, "<b>x</b>").get_data(as_text=True)
+    assert "<b>x</b>" not in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html

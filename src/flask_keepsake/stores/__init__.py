@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .base import ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
+from .base import ROTATED, AdminStore, Outcome, Rotated, SessionRecord, Store, Touch, admin_store
 from .memory import MemoryStore
 from .redis import RedisStore
 from .sqlite import SQLiteStore
 
 __all__ = [
     "ROTATED",
+    "AdminStore",
     "MemoryStore",
     "Outcome",
     "RedisStore",
@@ -17,4 +18,5 @@ __all__ = [
     "SessionRecord",
     "Store",
     "Touch",
+    "admin_store",
 ]

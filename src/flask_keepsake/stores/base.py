@@ -39,6 +39,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from ..errors import KeepsakeError
+
 #: How many tombstones :meth:`Store.apply` follows at most (a login and a regenerate within one
 #: grace window make two).
 MAX_FOLLOW: Final = 8
@@ -163,7 +165,12 @@ class Touch:
 
 
 class Store(abc.ABC):
-    """Abstract base of every session store. Subclasses implement every abstract method.
+    """The core protocol every session store implements: what serving requests needs.
+
+    Records (:meth:`create`, :meth:`load`, :meth:`apply`, :meth:`touch`, :meth:`rename`,
+    :meth:`delete`), expiry (:meth:`purge_expired`) and markers (:meth:`put_marker`,
+    :meth:`get_marker`, which remember-me revocation and migration claims need). A store that
+    also lists, counts and revokes sessions implements :class:`AdminStore` as well.
 
     All methods may be called from many threads at once; implementations must be thread-safe.
     """
@@ -271,26 +278,6 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
-        """Return the live records bound to ``user_id``, oldest first (by ``created``)."""
-
-    @abc.abstractmethod
-    def delete_user(self, user_id: str, now: float, *, except_key: str | None = None) -> int:
-        """Delete every record bound to ``user_id`` except ``except_key``; return how many live
-        records were deleted."""
-
-    @abc.abstractmethod
-    def delete_handle(
-        self, handle: str, now: float, *, user_id: str | None = None
-    ) -> tuple[str, str | None] | None:
-        """Delete the live record whose public handle is ``handle``.
-
-        When ``user_id`` is given, only a record bound to that user is deleted. Return the
-        deleted record's key and user id (``None`` if anonymous), or ``None`` if there was no
-        such live record.
-        """
-
-    @abc.abstractmethod
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         """Delete at most ``batch_size`` expired records, and expired tombstones and markers.
 
@@ -314,35 +301,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_marker(self, name: str, now: float) -> str | None:
         """Return the value of the live marker ``name``, or ``None`` if absent or expired."""
-
-    @abc.abstractmethod
-    def count(self, now: float) -> int:
-        """Return the number of live records (tombstones and markers are not records)."""
-
-    @abc.abstractmethod
-    def count_expired(self, now: float) -> int:
-        """Return the number of expired records still waiting for :meth:`purge_expired`.
-
-        Backends that expire records natively (Redis TTLs) return 0.
-        """
-
-    @abc.abstractmethod
-    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
-        """Return the users with the most live records, as ``(user_id, count)`` pairs.
-
-        Most records first, ties by ``user_id``; at most ``limit`` pairs. Anonymous records and
-        users whose records have all expired are not counted. For statistics, not requests: a
-        backend may walk every record. ``limit`` below 1 raises ``ValueError``.
-        """
-
-    @abc.abstractmethod
-    def delete_all(self) -> int:
-        """Delete every record, live or expired, and every index entry of this store.
-
-        Return how many records were deleted. Only this store's records go: a backend shared with
-        other data (a Redis key prefix, a table in a shared file) leaves the rest alone. Afterwards
-        the store works as if new. Records created while the call runs may survive it.
-        """
 
     def log_unreadable(self, key: str, reason: object, handle: str | None = None) -> None:
         """Log, once per record, that the record under ``key`` cannot be decoded.
@@ -376,3 +334,72 @@ class Store(abc.ABC):
     def describe(self) -> str:
         """Where the data lives, with any password hidden, for start-up logs and ``stats``."""
         return self.name
+
+
+class AdminStore(Store):
+    """The optional administration protocol: counting, listing and revoking sessions.
+
+    What ``keepsake.sessions()``, ``revoke()``, ``revoke_all()`` and the ``stats``, ``list``
+    and ``revoke`` commands use. Every store shipped with Keepsake implements it; a store that
+    implements only :class:`Store` serves requests, logins and logouts, and those calls raise
+    :class:`~flask_keepsake.errors.KeepsakeError` (see :func:`admin_store`).
+    """
+
+    @abc.abstractmethod
+    def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
+        """Return the live records bound to ``user_id``, oldest first (by ``created``)."""
+
+    @abc.abstractmethod
+    def delete_user(self, user_id: str, now: float, *, except_key: str | None = None) -> int:
+        """Delete every record bound to ``user_id`` except ``except_key``; return how many live
+        records were deleted."""
+
+    @abc.abstractmethod
+    def delete_handle(
+        self, handle: str, now: float, *, user_id: str | None = None
+    ) -> tuple[str, str | None] | None:
+        """Delete the live record whose public handle is ``handle``.
+
+        When ``user_id`` is given, only a record bound to that user is deleted. Return the
+        deleted record's key and user id (``None`` if anonymous), or ``None`` if there was no
+        such live record.
+        """
+
+    @abc.abstractmethod
+    def count(self, now: float) -> int:
+        """Return the number of live records (tombstones and markers are not records)."""
+
+    @abc.abstractmethod
+    def count_expired(self, now: float) -> int:
+        """Return the number of expired records still waiting for :meth:`purge_expired`.
+
+        Backends that expire records natively (Redis TTLs) return 0.
+        """
+
+    @abc.abstractmethod
+    def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Return the users with the most live records, as ``(user_id, count)`` pairs.
+
+        Most records first, ties by ``user_id``; at most ``limit`` pairs. Anonymous records and
+        users whose records have all expired are not counted. For statistics, not requests: a
+        backend may walk every record. ``limit`` below 1 raises ``ValueError``.
+        """
+
+    @abc.abstractmethod
+    def delete_all(self) -> int:
+        """Delete every record, live or expired, and every index entry of this store.
+
+        Return how many records were deleted. Only this store's records go: a backend shared with
+        other data (a Redis key prefix, a table in a shared file) leaves the rest alone. Afterwards
+        the store works as if new. Records created while the call runs may survive it.
+        """
+
+
+def admin_store(store: Store, what: str) -> AdminStore:
+    """``store`` as an :class:`AdminStore`, or a :class:`KeepsakeError` naming ``what``."""
+    if isinstance(store, AdminStore):
+        return store
+    raise KeepsakeError(
+        f"{what} needs a store that lists and revokes sessions (flask_keepsake.stores.AdminStore);"
+        f" the {store.name} store set by KEEPSAKE_STORE implements only the core Store protocol."
+    )

@@ -10,10 +10,10 @@ import heapq
 import threading
 from collections.abc import Collection, Mapping
 
-from .base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
+from .base import MAX_FOLLOW, ROTATED, AdminStore, Outcome, Rotated, SessionRecord, Touch
 
 
-class MemoryStore(Store):
+class MemoryStore(AdminStore):
     """Keep session records in memory, guarded by one lock.
 
     Indexes by user and by handle keep :meth:`list_user`, :meth:`delete_user` and

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import StoreUnavailable
-from .base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
+from .base import MAX_FOLLOW, ROTATED, AdminStore, Outcome, Rotated, SessionRecord, Touch
 
 # An ordinary rowid table, not WITHOUT ROWID: a WITHOUT ROWID table keeps whole rows in its interior
 # B-tree pages, so with rows of several hundred bytes an interior page held about ten of them and
@@ -371,7 +371,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(AdminStore):
     """Keep session records in one SQLite database file.
 
     :param path: the database file; missing parent directories are created on first use. The

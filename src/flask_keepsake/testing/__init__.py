@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import serialize
 from ..errors import NotInitialized, StoreUnavailable
 from ..interface import engine_of
-from ..stores.base import Outcome, Rotated, SessionRecord, Store, Touch
+from ..stores.base import AdminStore, Outcome, Rotated, SessionRecord, Store, Touch, admin_store
 from ..tokens import new_token, storage_key
 
 if TYPE_CHECKING:
@@ -91,7 +91,11 @@ class FakeClock:
         self.now += seconds
 
 
-class StoreSpy(Store):
+#: The methods of the core store protocol.
+_CORE: Final = frozenset(Store.__abstractmethods__) | {"close", "describe", "log_unreadable"}
+
+
+class StoreSpy(AdminStore):
     """Wraps a real store: counts calls per method and can be switched off to simulate outages.
 
     For tests that check how many store calls a request makes, or what happens when the
@@ -116,7 +120,10 @@ class StoreSpy(Store):
         self.calls[method] += 1
         if self.down or method in self.fail_on:
             raise StoreUnavailable(f"{self.name} is down (simulated)")
-        return getattr(self.inner, method)(*args, **kwargs)
+        # The administration calls need them of the wrapped store too (a spy on a store that
+        # implements only the core protocol answers them as that store would be answered).
+        inner = self.inner if method in _CORE else admin_store(self.inner, f"Store.{method}()")
+        return getattr(inner, method)(*args, **kwargs)
 
     @property
     def writes(self) -> int:

@@ -9,6 +9,7 @@ It reads ``FLASK_``-prefixed environment variables, so ``FLASK_KEEPSAKE_STORE=re
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -29,6 +30,12 @@ DEFAULTS: dict[str, Any] = {
     "KEEPSAKE_CHECK_ORIGIN": True,
     # Werkzeug's password hashing; slow on purpose. The tests use a fast one.
     "DEMO_PASSWORD_METHOD": "scrypt",
+    # Flask-Login's remember cookie: SameSite like every other cookie here, and no longer-lived
+    # than Keepsake's remember-me grant (KEEPSAKE_PERMANENT_ABSOLUTE_TIMEOUT, 90 days), without
+    # which it restores nobody. Secure outside debug mode (create_app), off in debug so that
+    # development on http://localhost works in Safari, as Keepsake does for its own cookies.
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_DURATION": timedelta(days=90),
 }
 
 
@@ -53,6 +60,8 @@ def create_app(
     if test_config is not None:
         app.config.update(test_config)
     app.config.setdefault("DEMO_DATABASE", os.path.join(app.instance_path, "demo.sqlite3"))
+    # flask keepsake check (KS110) asks for it in production.
+    app.config.setdefault("REMEMBER_COOKIE_SECURE", not app.debug)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_or_create_secret(app.instance_path)
 
@@ -61,10 +70,11 @@ def create_app(
     _init_login(app)
     accounts.init_db(app)
 
-    from . import auth, consent, devices, pages, tutorial
+    from . import auth, consent, devices, lesson, pages, tutorial
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(tutorial.bp)
+    app.register_blueprint(lesson.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(devices.bp)
     app.register_blueprint(consent.bp)

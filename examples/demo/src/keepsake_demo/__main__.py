@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from flask_keepsake.interface import engine_of
-
 
 def main(argv: list[str] | None = None) -> None:
     """Start the demo's development server and print where it listens."""
@@ -26,11 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     # environment still wins.
     os.environ.setdefault("FLASK_DEBUG", "1")
 
-    from . import create_app
+    from . import create_app, keepsake
     from .accounts import DEMO_PASSWORD, DEMO_USERNAME
 
     app = create_app()
-    store = engine_of(app).store.describe()
+    with app.app_context():
+        store = keepsake.store.describe()
     shown = "localhost" if args.host in ("127.0.0.1", "::1", "localhost") else args.host
     print(
         f"\n  Keepsake demo: http://{shown}:{args.port}/\n"

@@ -46,6 +46,22 @@ flask_tutorial = keepsake.cookie(
     prefix=False,
 )
 
+#: What the security lesson's contrast cookie holds: nothing secret, only something to see.
+SCRIPT_VISIBLE_VALUE: Final = "page-script-can-read-me"
+
+# The security lesson's contrast cookie: httponly=False on purpose, so document.cookie shows it
+# beside the session cookie that it cannot show. It holds no secret.
+script_visible = keepsake.cookie(
+    "script_visible",
+    purpose=(
+        "The security lesson's contrast: a cookie without HttpOnly, so that page script can "
+        "read it and you see the difference. Set only on that page; it holds no information."
+    ),
+    category="essential",
+    max_age=timedelta(hours=1),
+    httponly=False,
+)
+
 
 def current_theme() -> str:
     """The visitor's theme: the preferences cookie if consented to and valid, else "auto"."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from importlib import resources
 from typing import Any
 
 from flask import (
@@ -12,6 +14,7 @@ from flask import (
     Response,
     current_app,
     jsonify,
+    make_response,
     render_template,
     request,
     session,
@@ -23,7 +26,7 @@ from werkzeug.http import dump_cookie
 
 from flask_keepsake import SessionInfo, StoreUnavailable
 
-from . import explain
+from . import cookies, explain
 from .extensions import keepsake
 
 bp = Blueprint("pages", __name__)
@@ -32,6 +35,9 @@ security_logger = logging.getLogger("flask_keepsake.security")
 #: What the session keys the demo (and its extensions) use are for, for the inspector.
 KEY_NOTES: dict[str, str] = {
     "visits": "The home page's visit counter.",
+    "name": "The session lesson: the name you typed on /session/remember.",
+    "_remember": "Flask-Login: a note for its after-request hook to set or clear remember-me.",
+    "_permanent": "Flask: whether the session is persistent (session.permanent).",
     "_user_id": "Flask-Login: the id of the signed-in user.",
     "_fresh": "Flask-Login: whether you typed your password in this session (not remember-me).",
     "_id": "Flask-Login: a digest of your IP address and browser, to notice a stolen cookie.",
@@ -59,6 +65,14 @@ def _shown_value(key: str, value: Any) -> str:
         return repr(value)
 
 
+def record_rows() -> list[tuple[str, str, str]]:
+    """The keys of this visitor's session with their values (secrets hidden) and what they are."""
+    return [
+        (key, _shown_value(key, value), KEY_NOTES.get(key, "Set by the application."))
+        for key, value in sorted(session.items())
+    ]
+
+
 @bp.get("/")
 def index() -> str:
     """Home: who you are, a visit counter kept in the session, and the lessons."""
@@ -70,10 +84,7 @@ def index() -> str:
 def inspector() -> str:
     """The session inspector: what the server keeps for this visitor, never the token."""
     info = current_session()
-    rows = [
-        (key, _shown_value(key, value), KEY_NOTES.get(key, "Set by the application."))
-        for key, value in sorted(session.items())
-    ]
+    rows = record_rows()
     fresh = bool(info and info.auth_time) and keepsake.is_fresh(FRESH_FOR)
     name = keepsake.session_cookie().name
     return render_template(
@@ -85,6 +96,7 @@ def inspector() -> str:
         cookie_name=name,
         has_cookie=name in request.cookies,
         settings=keepsake.settings,
+        permanent_idle_days=current_app.permanent_session_lifetime.days,
     )
 
 
@@ -107,8 +119,24 @@ def api_session() -> Response:
     return response
 
 
+@functools.cache
+def _favicon_bytes() -> bytes:
+    return (resources.files(__package__) / "static" / "favicon.ico").read_bytes()
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """The icon browsers ask for on their own, so no page load ends in a 404."""
+    # From memory, not a file: browsers often drop this request half-way when the page they
+    # fetched it for is left, and a small bytes body leaves nothing open behind.
+    response = Response(_favicon_bytes(), mimetype="image/vnd.microsoft.icon")
+    response.cache_control.public = True
+    response.cache_control.max_age = 86400
+    return response
+
+
 @bp.get("/security")
-def security() -> str:
+def security() -> Response:
     """HttpOnly, Secure and SameSite, shown live: what page script can see, and what it can't."""
     current = keepsake.session_cookie()
     name = current.name
@@ -127,17 +155,33 @@ def security() -> str:
         for cookie in (current, keepsake.session_cookie(production=True))
     )
     received = sorted(request.cookies)
-    return render_template(
-        "security.html",
-        cookie_name=name,
-        here=here,
-        here_explained=explain.explain_set_cookie(here),
-        production=production,
-        same_as_production=here == production,
-        mode=keepsake.settings.cookie_secure,
-        received=received,
-        scheme=request.scheme,
+    response = make_response()
+    # The contrast: a cookie made readable to script on purpose, beside the HttpOnly session.
+    cookies.script_visible.set(response, cookies.SCRIPT_VISIBLE_VALUE)
+    contrast = next(
+        h
+        for h in response.headers.getlist("Set-Cookie")
+        if h.split("=", 1)[0]
+        in (cookies.script_visible.secure_name, cookies.script_visible.plain_name)
     )
+    response.set_data(
+        render_template(
+            "security.html",
+            cookie_name=name,
+            here=here,
+            here_explained=explain.explain_set_cookie(here),
+            production=production,
+            same_as_production=here == production,
+            mode=keepsake.settings.cookie_secure,
+            received=received,
+            scheme=request.scheme,
+            contrast=contrast,
+            contrast_explained=explain.explain_set_cookie(contrast),
+            contrast_name=contrast.split("=", 1)[0],
+            contrast_value=cookies.SCRIPT_VISIBLE_VALUE,
+        )
+    )
+    return response
 
 
 # -- errors and headers ----------------------------------------------------------------------
@@ -210,7 +254,7 @@ _SECURITY_HEADERS = {
 def _security_headers(response: Response) -> Response:
     for key, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
-    if request.endpoint != "static":
+    if request.endpoint not in ("static", "pages.favicon"):
         # Pages show private data: never keep them in a cache (nor in the back-forward cache,
         # so "back" after signing out does not show the signed-in page again).
         response.cache_control.no_store = True

@@ -14,6 +14,7 @@ from werkzeug.http import dump_cookie
 
 from . import cookies, explain
 from .extensions import keepsake
+from .forms import CookieForm
 
 bp = Blueprint("tutorial", __name__)
 
@@ -38,23 +39,51 @@ def _last_set_cookie(response: Response, name: str) -> str:
     return headers[-1]
 
 
-@bp.get("/set_cookie")
-def set_cookie() -> Response:
-    """The tutorial's first lesson: set ``flask_tutorial`` = ``Hello World``."""
+def _set_cookie_page(form: CookieForm, value: str | None, max_age: int | None) -> Response:
     response = make_response()
-    response.set_cookie(
-        TUTORIAL_COOKIE, TUTORIAL_VALUE, secure=_secure(), httponly=True, samesite="Lax"
-    )
-    header = _last_set_cookie(response, TUTORIAL_COOKIE)
+    header = None
+    if value is not None:
+        response.set_cookie(
+            TUTORIAL_COOKIE,
+            value,
+            max_age=max_age,
+            secure=_secure(),
+            httponly=True,
+            samesite="Lax",
+        )
+        header = _last_set_cookie(response, TUTORIAL_COOKIE)
+    else:
+        response.status_code = 400
     response.set_data(
         render_template(
             "set_cookie.html",
+            form=form,
+            value=value,
+            max_age=max_age,
+            custom=request.method == "POST",
             header=header,
-            explained=explain.explain_set_cookie(header),
+            explained=explain.explain_set_cookie(header) if header else [],
             tutorial_header=TUTORIAL_HEADER,
         )
     )
     return response
+
+
+@bp.get("/set_cookie")
+def set_cookie() -> Response:
+    """The tutorial's first lesson: set ``flask_tutorial`` = ``Hello World``."""
+    form = CookieForm(formdata=None, data={"value": TUTORIAL_VALUE})
+    return _set_cookie_page(form, TUTORIAL_VALUE, None)
+
+
+@bp.post("/set_cookie")
+def set_cookie_custom() -> Response:
+    """The same lesson with a value and a ``max_age`` of your choice, checked first."""
+    form = CookieForm()
+    if not form.validate_on_submit():
+        # Refused with the reason beside the field; no cookie is sent.
+        return _set_cookie_page(form, None, None)
+    return _set_cookie_page(form, form.value.data, form.max_age.data)
 
 
 @bp.get("/read_cookie")

@@ -95,7 +95,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ...errors import StoreUnavailable
-from ..base import MAX_FOLLOW, ROTATED, Outcome, Rotated, SessionRecord, Store, Touch
+from ..base import MAX_FOLLOW, ROTATED, AdminStore, Outcome, Rotated, SessionRecord, Touch
 from .cache import DEFAULT_MAX_AGE, CacheUnsupported, LocalCache
 from .scripts import (
     FOLLOW,
@@ -215,7 +215,7 @@ class _Tombstone(NamedTuple):
     until: float
 
 
-class RedisStore(Store):
+class RedisStore(AdminStore):
     """Keep session records in Redis or Valkey, shared by every process and host using it.
 
     ::

@@ -34,5 +34,15 @@ document.addEventListener("DOMContentLoaded", function () {
       verdict.textContent = "The session cookie " + name + " is visible to script: it is not HttpOnly!";
       verdict.classList.add("bad");
     }
+    var contrast = out.getAttribute("data-contrast-cookie");
+    var contrastVerdict = document.getElementById("contrast-verdict");
+    if (contrast && contrastVerdict) {
+      if (names.indexOf(contrast) === -1) {
+        contrastVerdict.textContent = "The contrast cookie " + contrast + " is missing: this browser refused it.";
+      } else {
+        contrastVerdict.textContent = "The contrast cookie " + contrast + " is there: without HttpOnly, any script on the page can read it.";
+        contrastVerdict.classList.add("ok");
+      }
+    }
   }
 });

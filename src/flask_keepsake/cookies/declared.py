@@ -57,17 +57,8 @@ from flask import current_app, g, request
 from markupsafe import Markup
 from werkzeug.http import dump_cookie
 
-from . import serialize
-from .consent import (
-    CATEGORY_RE,
-    ESSENTIAL,
-    MAX_AGE_LIMIT,
-    Consent,
-    ConsentSettings,
-    format_consent,
-    parse_consent,
-)
-from .crypto import (
+from .. import serialize
+from ..crypto import (
     CookieCipher,
     CookieSigner,
     InvalidValue,
@@ -77,15 +68,25 @@ from .crypto import (
     have_cryptography,
     secret_keys,
 )
+from ..errors import ConfigError, KeepsakeError, NotInitialized
+from ..headers import vary_on_cookie
+from ..interface import engine_of
+from .consent import (
+    CATEGORY_RE,
+    ESSENTIAL,
+    MAX_AGE_LIMIT,
+    Consent,
+    ConsentSettings,
+    format_consent,
+    parse_consent,
+)
 from .csrf import init_csrf
-from .errors import ConfigError, KeepsakeError, NotInitialized
-from .headers import vary_on_cookie
 
 if TYPE_CHECKING:
     from flask import Flask
     from werkzeug.wrappers import Response
 
-    from .engine import Engine
+    from ..engine import Engine
 
 __all__ = [
     "CookieDeclarationError",
@@ -944,8 +945,6 @@ def _replace_set_cookie(response: Response, name: str, header: str) -> None:
 
 
 def _jar() -> CookieJar:
-    from .interface import engine_of
-
     jar = engine_of(current_app).jar
     assert isinstance(jar, CookieJar)
     return jar

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 from flask import request
 from werkzeug.exceptions import Forbidden
 
-from .config import read_bool
-from .errors import ConfigError
+from ..config import read_bool
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from flask import Flask

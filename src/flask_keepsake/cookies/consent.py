@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .config import read_seconds
-from .errors import ConfigError
+from ..config import read_seconds
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from flask import Flask
