@@ -256,9 +256,10 @@ class LocalCache:
             for key in [k for k, e in self._entries.items() if e.reader is reader]:
                 del self._entries[key]
             listener_id = self._listener_id
-            self._generations[reader] = self._generation
+            # With no listener (it broke a moment ago), this reader's answers are not cached.
+            self._generations[reader] = -1 if listener_id is None else self._generation
         if listener_id is None:
-            raise CacheUnsupported("no invalidation listener")  # pragma: no cover
+            return
         reader.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id, "NOLOOP")
         try:
             reader.read_response()
