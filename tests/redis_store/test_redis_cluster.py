@@ -32,7 +32,7 @@ def store(redis_cluster: RedisClusterServers) -> Iterator[RedisStore]:
 
 def node_of(store: RedisStore, name: str) -> str:
     """The name of the node that holds the session record of ``make_record(name)``."""
-    client = store._client
+    client = store.client
     slot = client.keyslot(f"{store.prefix}s:{key_for(name)}")
     return str(client.nodes_manager.get_node_from_slot(slot).name)
 

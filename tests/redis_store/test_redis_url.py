@@ -32,7 +32,7 @@ def build(url: str, opened: list[RedisStore]) -> RedisStore:
 
 def connection_kwargs(store: RedisStore) -> dict[str, object]:
     """What the store's client will connect with."""
-    client = store._client
+    client = store.client
     assert isinstance(client, redis.Redis)
     kwargs: dict[str, object] = client.connection_pool.connection_kwargs
     return kwargs
@@ -74,13 +74,13 @@ def test_url_options_are_applied(opened: list[RedisStore]) -> None:
     kwargs = connection_kwargs(store)
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.1, 2.0)
     assert store.prefix == "shop:"
-    assert store._client.connection_pool.max_connections == 9
+    assert store.client.connection_pool.max_connections == 9
 
 
 def test_rediss_url_uses_tls(opened: list[RedisStore]) -> None:
     """rediss:// connects over TLS and accepts the ssl_* options."""
     store = build("rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem", opened)
-    pool = store._client.connection_pool
+    pool = store.client.connection_pool
     assert pool.connection_class is redis.SSLConnection
     assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
     assert store.describe().startswith("rediss://h:6380/0")
@@ -90,7 +90,7 @@ def test_rediss_url_uses_tls(opened: list[RedisStore]) -> None:
 def test_valkey_schemes_are_accepted(scheme: str, tls: bool, opened: list[RedisStore]) -> None:
     """valkey:// and valkeys:// work like redis:// and rediss://."""
     store = build(f"{scheme}://h:6379/0", opened)
-    is_tls = store._client.connection_pool.connection_class is redis.SSLConnection
+    is_tls = store.client.connection_pool.connection_class is redis.SSLConnection
     assert is_tls is tls
 
 
