@@ -448,6 +448,36 @@ def test_a_hit_is_served_while_another_thread_waits_on_redis(own_server: RedisSe
         store.close()
 
 
+def test_threads_sharing_a_cache_end_up_with_every_change(
+    cached: RedisStore, other: RedisStore
+) -> None:
+    """Loads racing another process's changes never keep a copy that a change overtook."""
+    cached.create(record())
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_loading() -> None:
+        while not stop.is_set():
+            try:
+                cached.load("a" * 64, NOW)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=keep_loading) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(1, 301):
+            assert other.apply("a" * 64, {"n": str(n)}, (), NOW)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert seen(cached, {"cart": '"apple"', "n": "300"})
+
+
 def _load_quietly(store: RedisStore, key: str) -> None:
     with contextlib.suppress(StoreUnavailable):
         store.load(key, NOW)
