@@ -1,3 +1,6 @@
+# Statements are built once from the schema and table names, which the constructor accepts only
+# as plain identifiers (letters, digits, _) and quotes; every value is a bound parameter.
+# ruff: noqa: S608
 """Sessions in PostgreSQL, the database the application may already run (psycopg 3).
 
 One row per session, in a table of its own (``keepsake_sessions`` unless told otherwise): the key
@@ -17,6 +20,7 @@ autovacuum and backups.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -61,13 +65,15 @@ _READ_ONLY: Final = "25006"
 T = TypeVar("T")
 
 
-def _import_psycopg() -> Any:
+def require_psycopg() -> Any:
+    """Import psycopg and psycopg_pool, or raise ModuleNotFoundError saying what to install."""
     try:
         import psycopg
         import psycopg_pool
     except ImportError as exc:
         raise ModuleNotFoundError(
-            f"The PostgreSQL session store needs psycopg 3 and psycopg_pool: pip install '{EXTRA}'.",
+            "The PostgreSQL session store needs psycopg 3 and psycopg_pool: "
+            f"pip install '{EXTRA}'.",
             name=exc.name,
         ) from exc
     return psycopg, psycopg_pool
@@ -403,7 +409,7 @@ class PostgresStore(AdminStore):
         prepare: bool = True,
         create_schema: bool = True,
     ) -> None:
-        psycopg, psycopg_pool = _import_psycopg()
+        pg, psycopg_pool = require_psycopg()
         if (conninfo is None) == (pool is None):
             raise ValueError("give PostgresStore either a connection string or pool=, not both")
         for what, name in (("schema", schema), ("table", table)):
@@ -435,7 +441,7 @@ class PostgresStore(AdminStore):
         self.statement_timeout = float(statement_timeout)
         self.prepare = prepare
         self.create_schema = create_schema
-        self._psycopg = psycopg
+        self._psycopg = pg
         self._pool_module = psycopg_pool
         self._sql = _Statements(schema, table)
         self._given_pool = pool
@@ -443,20 +449,21 @@ class PostgresStore(AdminStore):
         self._kwargs: dict[str, Any] = {}
         if conninfo is not None:
             try:
-                params = psycopg.conninfo.conninfo_to_dict(conninfo)
-            except psycopg.ProgrammingError as exc:
+                params = pg.conninfo.conninfo_to_dict(conninfo)
+            except pg.ProgrammingError as exc:
                 raise ValueError(f"not a PostgreSQL connection string: {exc}") from None
             self._where = params
             # libpq reads whole seconds and treats 1 as 2.
             self._kwargs["connect_timeout"] = max(2, round(connect_timeout))
             if statement_timeout:
+                milliseconds = round(statement_timeout * 1000)
                 self._kwargs["options"] = (
-                    f"{params.get('options', '')} -c statement_timeout={round(statement_timeout * 1000)}"
+                    f"{params.get('options', '')} -c statement_timeout={milliseconds}"
                 ).strip()
             self._kwargs.setdefault("application_name", params.get("application_name", "keepsake"))
         else:
             assert pool is not None
-            self._where = psycopg.conninfo.conninfo_to_dict(pool.conninfo)
+            self._where = pg.conninfo.conninfo_to_dict(pool.conninfo)
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = pool
         self._pid = os.getpid()
@@ -536,10 +543,8 @@ class PostgresStore(AdminStore):
             try:
                 for conn in list(self._connections):
                     if not conn.closed:
-                        try:
+                        with contextlib.suppress(OSError, self._psycopg.Error):
                             os.dup2(devnull, conn.fileno())
-                        except (OSError, self._psycopg.Error):
-                            pass
             finally:
                 os.close(devnull)
             _INHERITED.append(self._pool)
@@ -580,12 +585,14 @@ class PostgresStore(AdminStore):
             except psycopg.Error as exc:
                 raise self._unavailable("error", str(exc)) from exc
             try:
-                if not self._ready:
-                    self._prepare_schema(conn)
                 if conn.autocommit:
+                    if not self._ready:
+                        self._prepare_schema(conn)
                     result = work(conn)
                 else:
                     with conn.transaction():
+                        if not self._ready:
+                            self._prepare_schema(conn)
                         result = work(conn)
             except psycopg.Error as exc:
                 state = getattr(exc, "sqlstate", None)
@@ -630,6 +637,20 @@ class PostgresStore(AdminStore):
         """The DDL this store needs, as a script for a DBA (``flask keepsake schema``)."""
         return ";\n".join(_schema_statements(self.schema, self.table)) + ";\n"
 
+    def grants_sql(self, role: str) -> str:
+        """The GRANTs a least-privilege ``role`` needs to run the store (no DDL, no TRUNCATE)."""
+        if not _IDENTIFIER.fullmatch(role):
+            raise ValueError(f"role must be a plain identifier (letters, digits, _), not {role!r}")
+        q = f'"{self.schema}".'
+        tables = ", ".join(
+            f'{q}"{self.table}{suffix}"' for suffix in ("", "_tombstones", "_markers")
+        )
+        return (
+            f'GRANT USAGE ON SCHEMA "{self.schema}" TO "{role}";\n'
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO "{role}";\n'
+            f'GRANT SELECT ON {q}"{self.table}_version" TO "{role}";\n'
+        )
+
     def _prepare_schema(self, conn: psycopg.Connection[Any]) -> None:
         """Create the tables on first use (or check them, with ``create_schema`` off)."""
         if self.create_schema:
@@ -644,13 +665,11 @@ class PostgresStore(AdminStore):
                     )
                     for statement in _schema_statements(self.schema, self.table):
                         conn.execute(statement)
-                logger.info(
-                    "PostgreSQL session store %s: created its tables.", self.describe()
-                )
+                logger.info("PostgreSQL session store %s: created its tables.", self.describe())
         else:
             missing = self._missing(conn)
             if missing:
-                raise StoreUnavailable(self._missing_message(missing))
+                raise StoreUnavailable(self.missing_message(missing))
         self._check_version(conn)
         self._ready = True
 
@@ -677,7 +696,8 @@ class PostgresStore(AdminStore):
             )
         return missing
 
-    def _missing_message(self, missing: list[str]) -> str:
+    def missing_message(self, missing: list[str]) -> str:
+        """What to tell the operator about ``missing`` (from :meth:`check_schema`)."""
         return (
             f"PostgreSQL session store {self.describe()}: the schema lacks "
             f"{', '.join(missing)}; apply the DDL that `flask keepsake schema` prints (or let "
@@ -742,9 +762,8 @@ class PostgresStore(AdminStore):
 
         def work(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | Rotated | None:
             row: tuple[Any, ...] | None = conn.execute(sql.select, (packed, now)).fetchone()
-            if row is None:
-                if conn.execute(sql.successor, (packed, now)).fetchone() is not None:
-                    return ROTATED
+            if row is None and conn.execute(sql.successor, (packed, now)).fetchone() is not None:
+                return ROTATED
             return row
 
         row = self._run(work, retry=True)
@@ -869,7 +888,9 @@ class PostgresStore(AdminStore):
         """Delete the record under ``key``, live or expired; see :meth:`Store.delete`."""
         packed = _packed(key)
         statement = self._sql.delete
-        count: int = self._run(lambda conn: conn.execute(statement, (packed,)).rowcount, retry=False)
+        count: int = self._run(
+            lambda conn: conn.execute(statement, (packed,)).rowcount, retry=False
+        )
         return count > 0
 
     def list_user(self, user_id: str, now: float) -> list[SessionRecord]:
@@ -954,7 +975,7 @@ class PostgresStore(AdminStore):
 
     def _count(self, statement: str, now: float) -> int:
         row = self._run(lambda conn: conn.execute(statement, (now,)).fetchone(), retry=True)
-        return int(row[0])
+        return 0 if row is None else int(row[0])
 
     def user_counts(self, now: float, limit: int) -> list[tuple[str, int]]:
         """Return the users with the most live records; see :meth:`AdminStore.user_counts`."""
