@@ -13,19 +13,19 @@ statement.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool`, opened in each process on first
 use, so that no connection crosses a ``fork`` (gunicorn ``--preload``); a child process that
-inherits an open pool gives its copies of the sockets up without touching the parent's sessions.
+inherits an open pool sets it aside, unused and unclosed, so the parent's sessions go on.
 See ``docs/stores.md`` for the schema and the options, ``docs/operations.md`` for cleanup,
 autovacuum and backups.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -344,8 +344,7 @@ def _record_params(record: SessionRecord) -> tuple[Any, ...]:
 
 #: Every store alive in this process, so that a forked child can give up inherited connections.
 _STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
-#: Pools inherited from the parent process, kept for the life of the child: their connections'
-#: sockets now point at /dev/null, and nothing in the child may use them.
+#: Pools inherited from the parent process, kept unused for the life of the child.
 _INHERITED: list[object] = []
 
 
@@ -467,8 +466,10 @@ class PostgresStore(AdminStore):
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = pool
         self._pid = os.getpid()
-        #: Connections this store's own pool opened, so that a forked child can find them.
-        self._connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        #: When each connection of this store's own pool was opened (monotonic seconds).
+        self._born: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._ready = False
         self._closed = False
         self._fault: str | None = None
@@ -508,10 +509,10 @@ class PostgresStore(AdminStore):
         kwargs: dict[str, Any] = {"autocommit": True, **self._kwargs}
         if not self.prepare:
             kwargs["prepare_threshold"] = None
-        connections = self._connections
+        born = self._born
 
         def configure(conn: psycopg.Connection[Any]) -> None:
-            connections.add(conn)
+            born[conn] = time.monotonic()
 
         pool: ConnectionPool[Any] = self._pool_module.ConnectionPool(
             self._conninfo,
@@ -528,28 +529,21 @@ class PostgresStore(AdminStore):
         return pool
 
     def _disown(self) -> None:
-        """In a forked child: give up the parent's connections without touching its sessions.
+        """In a forked child: give up the parent's pool without touching its connections.
 
-        Closing them would end the parent's sessions on the server (libpq says goodbye on the
-        socket), so each inherited socket is replaced by /dev/null first; the pool is then kept
-        aside, unused, and a new one opens on first use here.
+        The pool is kept aside, unused, for the life of the child, and a new one opens on first
+        use here. Its connections are never closed from the child: libpq would say goodbye on
+        the shared socket and end the parent's session (psycopg itself skips that when a
+        connection is garbage-collected in another process than the one that opened it).
         """
         self._pid = os.getpid()
         self._lock = threading.Lock()
         if self._given_pool is not None:
             return
         if self._pool is not None:
-            devnull = os.open(os.devnull, os.O_RDWR)
-            try:
-                for conn in list(self._connections):
-                    if not conn.closed:
-                        with contextlib.suppress(OSError, self._psycopg.Error):
-                            os.dup2(devnull, conn.fileno())
-            finally:
-                os.close(devnull)
             _INHERITED.append(self._pool)
             self._pool = None
-        self._connections = weakref.WeakSet()
+        self._born = weakref.WeakKeyDictionary()
         self._ready = False
 
     def close(self) -> None:
@@ -565,14 +559,22 @@ class PostgresStore(AdminStore):
     def _run(self, work: Callable[[psycopg.Connection[Any]], T], *, retry: bool) -> T:
         """Run ``work`` on a pooled connection; wrap every driver error in StoreUnavailable.
 
-        ``retry``: the call only reads, or writes what it writes idempotently (so running it
-        again after an unknown outcome changes nothing more). Either way a call is sent again
-        once, after the pool checked its idle connections, when the server told us it ended the
-        connection: its statement was rolled back. A read is also sent again when the connection
-        was simply found dead (a restarted server, a dropped network path).
+        A call is sent again, never more than a few times, only where that cannot apply it
+        twice or lose it:
+
+        - once, after the pool checked its idle connections, when the server ended the
+          connection itself (``57P01``, a restart or ``pg_terminate_backend``; ``57P02``, a
+          crash): the statement was rolled back. With ``retry`` (the call only reads, or writes
+          idempotently) also when the connection was found dead without a word.
+        - when the database refused a write as read-only on a connection opened before this
+          call: connections keep ``default_transaction_read_only`` from their start, so only a
+          new one tells whether the database is still read-only.
         """
         psycopg = self._psycopg
-        for attempt in (0, 1):
+        began = time.monotonic()
+        checked = False
+        read_only_retries = 0
+        while True:
             pool = self.pool
             try:
                 conn = pool.getconn()
@@ -597,6 +599,7 @@ class PostgresStore(AdminStore):
             except psycopg.Error as exc:
                 state = getattr(exc, "sqlstate", None)
                 broken = conn.broken or state in _ENDED
+                opened_before = self._born.get(conn, 0.0) < began
                 if state == _READ_ONLY or broken:
                     conn.close()
                 pool.putconn(conn)
@@ -604,7 +607,11 @@ class PostgresStore(AdminStore):
                     raise ValueError(
                         "a live session record with this key or handle already exists"
                     ) from exc
-                if broken and attempt == 0 and (state in _ENDED or retry):
+                if state == _READ_ONLY and opened_before and read_only_retries <= self.max_size:
+                    read_only_retries += 1
+                    continue
+                if broken and not checked and (state in _ENDED or retry):
+                    checked = True
                     pool.check()
                     continue
                 raise self._unavailable(state or "error", str(exc).strip()) from exc
@@ -617,7 +624,6 @@ class PostgresStore(AdminStore):
             if self._fault is not None:
                 self._recovered()
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _unavailable(self, fault: str, message: str) -> StoreUnavailable:
         text = f"PostgreSQL session store {self.describe()}: {message}"
