@@ -142,6 +142,11 @@ _LIBPQ_OPTIONS = (
     "sslcrl",
     "application_name",
     "target_session_attrs",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
 )
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
