@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from flask import Flask, session
 from psycopg_pool import ConnectionPool
 
 from flask_keepsake import ConfigError, Keepsake, StoreUnavailable
-from flask_keepsake.stores import MemoryStore, Store
+from flask_keepsake.stores import MemoryStore, Store, Touch
 from flask_keepsake.stores.postgres import SCHEMA_VERSION, PostgresStore
 from flask_keepsake.testing.servers import PostgresServer
 
@@ -463,3 +464,61 @@ def test_flask_keepsake_imports_without_psycopg() -> None:
     )
     assert "KEEPSAKE_STORE" in done.stdout
     assert "flask-keepsake[postgres]" in done.stdout
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+
+class RoundTrips:
+    """Count the round trips of a one-connection store: libpq's protocol trace, one ``Sync``
+    message from the client per round trip."""
+
+    def __init__(self, store: PostgresStore, path: Any) -> None:
+        self.store = store
+        self.path = path
+
+    def __call__(self, call: Any, *args: Any, **kwargs: Any) -> int:
+        from psycopg import pq
+
+        with self.path.open("w") as trace:
+            with self.store.pool.connection() as conn:
+                conn.pgconn.trace(trace.fileno())
+                conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            call(*args, **kwargs)
+            with self.store.pool.connection() as conn:
+                conn.pgconn.untrace()
+        lines = self.path.read_text().splitlines()
+        return sum(1 for line in lines if line.startswith("F") and "\tSync" in line)
+
+
+@pytest.fixture
+def round_trips(url: str, tmp_path: Any) -> Iterator[RoundTrips]:
+    """A counter of the round trips each call of a one-connection store makes."""
+    store = PostgresStore(url, min_size=1, max_size=1)
+    store.count(NOW)
+    yield RoundTrips(store, tmp_path / "trace.txt")
+    store.close()
+
+
+def test_every_change_is_one_round_trip(round_trips: RoundTrips) -> None:
+    """Load, create, delta, touch, rename, delete, revoke by user and by handle, markers: one
+    round trip each; only a miss or a tombstone costs a second."""
+    store = round_trips.store
+    a, b = make_record("a", user_id="u"), make_record("b", user_id="u", handle="h-b")
+    touch = Touch(NOW + 1, NOW + TTL)
+    assert round_trips(store.create, a) == 1
+    assert round_trips(store.load, a.key, NOW) == 1
+    assert round_trips(store.load, key_for("absent"), NOW) == 2
+    assert round_trips(store.apply, a.key, {"x": "1"}, ["greeting"], NOW) == 1
+    assert round_trips(store.apply, a.key, {"x": "2"}, (), NOW, touch) == 1
+    assert round_trips(store.touch, a.key, touch, NOW) == 1
+    assert round_trips(store.rename, a.key, b, NOW, changed={"y": "1"}, grace=60) == 1
+    assert round_trips(store.apply, a.key, {"z": "1"}, (), NOW) == 2  # follows the tombstone
+    c = make_record("c", user_id="u")
+    store.create(c)
+    assert round_trips(store.delete_handle, "h-b", NOW, user_id="u") == 1
+    assert round_trips(store.delete_user, "u", NOW) == 1
+    assert round_trips(store.delete, c.key) == 1
+    assert round_trips(store.put_marker, "m", "1", NOW + 1, NOW) == 1
+    assert round_trips(store.put_marker, "n", "1", NOW + 1, NOW, replace=False) == 1
+    assert round_trips(store.get_marker, "m", NOW) == 1

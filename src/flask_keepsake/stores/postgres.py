@@ -565,14 +565,14 @@ class PostgresStore(AdminStore):
         - once, after the pool checked its idle connections, when the server ended the
           connection itself (``57P01``, a restart or ``pg_terminate_backend``; ``57P02``, a
           crash): the statement was rolled back. With ``retry`` (the call only reads, or writes
-          idempotently) also when the connection was found dead without a word.
+          idempotently) also once when the connection was found dead without a word.
         - when the database refused a write as read-only on a connection opened before this
           call: connections keep ``default_transaction_read_only`` from their start, so only a
           new one tells whether the database is still read-only.
         """
         psycopg = self._psycopg
         began = time.monotonic()
-        checked = False
+        retried = False
         read_only_retries = 0
         while True:
             pool = self.pool
@@ -610,9 +610,13 @@ class PostgresStore(AdminStore):
                 if state == _READ_ONLY and opened_before and read_only_retries <= self.max_size:
                     read_only_retries += 1
                     continue
-                if broken and not checked and (state in _ENDED or retry):
-                    checked = True
-                    pool.check()
+                if broken and not retried and (state in _ENDED or retry):
+                    retried = True
+                    if state in _ENDED:
+                        # The server is up and ended its sessions: the pool's other idle
+                        # connections are most likely ended too. (Not after a silent break: on a
+                        # network path that went dark, checking them would wait on each.)
+                        pool.check()
                     continue
                 raise self._unavailable(state or "error", str(exc).strip()) from exc
             except BaseException:
