@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -264,6 +265,23 @@ def test_missing_schema_fails_at_start_up_naming_what_is_missing(server: Postgre
         assert "flask keepsake schema" in str(caught.value)
     finally:
         server.execute("DROP SCHEMA dba CASCADE", dbname=POSTGRES_DB)
+
+
+def test_an_unreachable_database_at_start_up_defers_the_schema_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """create_schema=false with the database down: the app starts, a warning says so."""
+    from flask_keepsake.testing.servers import free_port
+
+    app = Flask(__name__)
+    app.config["KEEPSAKE_STORE"] = (
+        f"postgresql://postgres@127.0.0.1:{free_port()}/app?create_schema=false&connect_timeout=2"
+    )
+    with caplog.at_level(logging.WARNING, logger="flask_keepsake"):
+        keepsake = Keepsake(app)
+    assert any("checked on first use" in r.getMessage() for r in caplog.records)
+    with app.app_context():
+        keepsake.store.close()
 
 
 def test_the_printed_schema_and_grants_are_enough_for_a_least_privilege_role(

@@ -679,7 +679,7 @@ class PostgresStore(AdminStore):
         else:
             missing = self._missing(conn)
             if missing:
-                raise StoreUnavailable(self.missing_message(missing))
+                raise self._unavailable("schema", self._lacks(missing))
         self._check_version(conn)
         self._ready = True
 
@@ -708,24 +708,28 @@ class PostgresStore(AdminStore):
 
     def missing_message(self, missing: list[str]) -> str:
         """What to tell the operator about ``missing`` (from :meth:`check_schema`)."""
+        return f"PostgreSQL session store {self.describe()}: {self._lacks(missing)}"
+
+    def _lacks(self, missing: list[str]) -> str:
         return (
-            f"PostgreSQL session store {self.describe()}: the schema lacks "
-            f"{', '.join(missing)}; apply the DDL that `flask keepsake schema` prints (or let "
-            "the store create it: leave create_schema on)"
+            f"the schema lacks {', '.join(missing)}; apply the DDL that `flask keepsake schema` "
+            "prints (or let the store create it: leave create_schema on)"
         )
 
     def _check_version(self, conn: psycopg.Connection[Any]) -> None:
         row = conn.execute(f"SELECT max(version) FROM {self._sql.version}").fetchone()
         version = None if row is None else row[0]
         if version is None:
-            raise StoreUnavailable(
-                f"PostgreSQL session store {self.describe()}: no schema version is recorded in "
-                f"{self._sql.version}; apply the DDL that `flask keepsake schema` prints"
+            raise self._unavailable(
+                "schema",
+                f"no schema version is recorded in {self._sql.version}; apply the DDL that "
+                "`flask keepsake schema` prints",
             )
         if version > SCHEMA_VERSION:
-            raise StoreUnavailable(
-                f"PostgreSQL session store {self.describe()}: the schema is version {version}, "
-                f"newer than this Keepsake knows ({SCHEMA_VERSION}); upgrade flask-keepsake"
+            raise self._unavailable(
+                "schema",
+                f"the schema is version {version}, newer than this Keepsake knows "
+                f"({SCHEMA_VERSION}); upgrade flask-keepsake",
             )
 
     def check_schema(self) -> list[str]:
