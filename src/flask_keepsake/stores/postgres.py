@@ -580,7 +580,7 @@ class PostgresStore(AdminStore):
         while True:
             pool = self.pool
             try:
-                conn = pool.getconn()
+                conn = pool.getconn(self.pool_timeout)
             except self._pool_module.PoolTimeout as exc:
                 raise self._unavailable(
                     "pool",
