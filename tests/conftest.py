@@ -11,10 +11,10 @@ from flask import Flask, Response, request, session
 from flask_keepsake import Keepsake
 from flask_keepsake.interface import engine_of
 from flask_keepsake.stores.base import Store
-from flask_keepsake.testing.servers import RedisClusterServers, RedisServer
+from flask_keepsake.testing.servers import PostgresServer, RedisClusterServers, RedisServer
 
 from .helpers import FakeClock, SpyStore
-from .store_registry import STORES
+from .store_registry import POSTGRES_DB, STORES
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -139,3 +139,14 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run, with an empty database for the store tests."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    try:
+        server.execute(f"CREATE DATABASE {POSTGRES_DB}")
+        yield server
+    finally:
+        server.remove()

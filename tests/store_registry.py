@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from flask_keepsake.stores import MemoryStore, SQLiteStore, Store
+from flask_keepsake.stores.postgres import PostgresStore
 from flask_keepsake.stores.redis import RedisStore
-from flask_keepsake.testing.servers import RedisClusterServers, RedisServer
+from flask_keepsake.testing.servers import PostgresServer, RedisClusterServers, RedisServer
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,41 @@ def _redis_cluster(request: pytest.FixtureRequest) -> Store:
     return RedisStore.from_url(cluster.url, cluster=True)
 
 
+#: The database of the shared PostgreSQL server that the store tests use.
+POSTGRES_DB = "keepsake_test"
+
+
+def empty_postgres(server: PostgresServer) -> None:
+    """Empty the store's tables on the shared server (they stay, so no test pays for DDL)."""
+    server.execute(
+        "DO $$ BEGIN IF to_regclass('public.keepsake_sessions') IS NOT NULL THEN "
+        "TRUNCATE keepsake_sessions, keepsake_sessions_tombstones, keepsake_sessions_markers; "
+        "END IF; END $$",
+        dbname=POSTGRES_DB,
+    )
+
+
+def _postgres(request: pytest.FixtureRequest) -> Store:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    empty_postgres(server)
+    return PostgresStore(server.url_of(POSTGRES_DB), max_size=4)
+
+
+def _corrupt_postgres(store: Store, key: str) -> None:
+    # Valid JSON that is not an object of strings: jsonb itself holds nothing worse.
+    assert isinstance(store, PostgresStore)
+    with store.pool.connection() as conn:
+        cursor = conn.execute(
+            "UPDATE keepsake_sessions SET data = '[1]'::jsonb WHERE key = %s", (bytes.fromhex(key),)
+        )
+        assert cursor.rowcount == 1
+
+
 STORES: dict[str, StoreSpec] = {
     "memory": StoreSpec(_memory),
     "sqlite": StoreSpec(_sqlite, corrupt=_corrupt_sqlite),
     "redis": StoreSpec(_redis, native_expiry=True, corrupt=_corrupt_redis),
     "redis-local-cache": StoreSpec(_redis_local_cache, native_expiry=True, corrupt=_corrupt_redis),
     "redis-cluster": StoreSpec(_redis_cluster, native_expiry=True, corrupt=_corrupt_redis),
+    "postgres": StoreSpec(_postgres, corrupt=_corrupt_postgres),
 }

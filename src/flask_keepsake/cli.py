@@ -7,6 +7,7 @@
     flask keepsake cleanup    # purge expired sessions in short batches (cron on SQLite)
     flask keepsake list --user ID
     flask keepsake revoke --user ID | --handle HANDLE | --all --yes
+    flask keepsake schema     # the PostgreSQL store's DDL (and GRANTs), for a DBA to apply
 
 Every command runs inside the application context and goes through the store contract only, so it
 works the same on every store. ``docs/cli.md`` documents each command and option.
@@ -454,3 +455,33 @@ def _revoke_everyone(app: Flask, engine: Engine, yes: bool) -> None:
             f"Revoked all {live} live session{plural}; {deleted} record{'s' * (deleted != 1)} "
             "deleted in all (expired ones included)."
         )
+
+
+# -- schema ----------------------------------------------------------------------------------
+
+
+@keepsake_cli.command("schema")
+@click.option(
+    "--grant",
+    "role",
+    metavar="ROLE",
+    default=None,
+    help="Also print the GRANTs that let ROLE (the application's role) use the tables.",
+)
+def schema_command(role: str | None) -> None:
+    """Print the SQL that creates the PostgreSQL store's tables, for a DBA to apply."""
+    from .stores.postgres import PostgresStore
+
+    store = _engine().store
+    if not isinstance(store, PostgresStore):
+        raise click.ClickException(
+            f"KEEPSAKE_STORE names the {store.name} store; `schema` is for the PostgreSQL store "
+            "(postgresql://...), whose tables a DBA may create."
+        )
+    click.echo(f"-- Keepsake session store: {store.describe()}")
+    click.echo(store.schema_sql(), nl=False)
+    if role is not None:
+        try:
+            click.echo(store.grants_sql(role), nl=False)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .errors import ConfigError
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .stores.base import Store
+    from .stores.postgres import PostgresStore
 
 _KEY = "KEEPSAKE_STORE"
 DEFAULT_SQLITE_FILE = "keepsake.sqlite3"
@@ -120,6 +121,92 @@ def _redis(url: str, app: Flask) -> Store:
         raise ConfigError(_KEY, f"{_hide_password(url)!r}: {exc}") from None
 
 
+# Query options of postgresql:// and postgres:// that Keepsake reads, each with its reader.
+_POSTGRES_OPTIONS: dict[str, Callable[[str], object]] = {
+    "min_size": int,
+    "max_size": int,
+    "pool_timeout": float,
+    "connect_timeout": float,
+    "statement_timeout": float,
+    "schema": str,
+    "table": str,
+    "prepare": lambda text: _flag("prepare", text),
+    "create_schema": lambda text: _flag("create_schema", text),
+}
+# libpq parameters passed through as they are (TLS, and what names or routes the connection).
+_LIBPQ_OPTIONS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslcrl",
+    "application_name",
+    "target_session_attrs",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+)
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _postgres(url: str, app: Flask) -> Store:
+    try:
+        from .stores.postgres import EXTRA, PostgresStore, require_psycopg
+
+        require_psycopg()
+    except ModuleNotFoundError:
+        raise ConfigError(
+            _KEY,
+            f"{url.partition(':')[0]}:// needs psycopg 3 and psycopg_pool: pip install '{EXTRA}'.",
+        ) from None
+    parts = urlsplit(url)
+    options: dict[str, object] = {}
+    libpq: dict[str, str] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if name in _LIBPQ_OPTIONS:
+            libpq[name] = values[-1]
+            continue
+        read = _POSTGRES_OPTIONS.get(name)
+        if read is None:
+            known = ", ".join((*_POSTGRES_OPTIONS, *_LIBPQ_OPTIONS))
+            raise ConfigError(_KEY, f"unknown PostgreSQL option {name!r}; the options are {known}.")
+        try:
+            options[name] = read(values[-1])
+        except ValueError as exc:
+            raise ConfigError(_KEY, f"PostgreSQL option {name}={values[-1]!r}: {exc}.") from None
+    if "sslmode" in libpq and libpq["sslmode"] not in _SSLMODES:
+        raise ConfigError(_KEY, f"sslmode must be one of {', '.join(_SSLMODES)}.")
+    conninfo = parts._replace(query=urlencode(libpq)).geturl()
+    try:
+        store = PostgresStore(conninfo, **options)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(_KEY, f"{_hide_password(url)!r}: {exc}") from None
+    if not store.create_schema:
+        _check_postgres_schema(store)
+    return store
+
+
+def _check_postgres_schema(store: PostgresStore) -> None:
+    """With create_schema off, what the DBA's schema lacks is an operator mistake: say so now."""
+    import logging
+
+    from .errors import StoreUnavailable
+
+    try:
+        missing = store.check_schema()
+    except StoreUnavailable as exc:
+        # The database may well be down while the app starts; requests answer 503 until it is up.
+        logging.getLogger("flask_keepsake").warning(
+            "%s; the schema is checked on first use instead.", exc
+        )
+        return
+    if missing:
+        store.close()
+        raise ConfigError(_KEY, store.missing_message(missing))
+
+
 #: URL scheme -> factory. Backends add themselves here; there is no if/elif chain to extend.
 SCHEMES: dict[str, Callable[[str, Flask], Store]] = {
     "memory": _memory,
@@ -128,6 +215,8 @@ SCHEMES: dict[str, Callable[[str, Flask], Store]] = {
     "rediss": _redis,
     "valkey": _redis,
     "valkeys": _redis,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 

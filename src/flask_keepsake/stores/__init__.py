@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from .base import ROTATED, AdminStore, Outcome, Rotated, SessionRecord, Store, Touch, admin_store
 from .memory import MemoryStore
+
+# psycopg is imported when a PostgresStore is made, not here: it stays optional.
+from .postgres import PostgresStore
 from .redis import RedisStore
 from .sqlite import SQLiteStore
 
@@ -12,6 +15,7 @@ __all__ = [
     "AdminStore",
     "MemoryStore",
     "Outcome",
+    "PostgresStore",
     "RedisStore",
     "Rotated",
     "SQLiteStore",

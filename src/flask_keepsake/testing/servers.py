@@ -1,4 +1,5 @@
-"""Start and stop real ``redis-server`` processes on free loopback ports, for tests and benchmarks.
+"""Start and stop real ``redis-server`` and PostgreSQL processes on free loopback ports, for tests
+and benchmarks.
 
 ::
 
@@ -13,20 +14,30 @@ Never touches any other Redis on the machine: every server here is started on a 
 here, with its files in the given directory, and is stopped by its own pid. Needs redis-py (the
 ``redis`` extra) and the ``redis-server`` binary; under pytest a missing binary skips the test
 with a loud reason, or fails it when the environment variable ``CI`` is ``true``.
+
+:class:`PostgresServer` does the same for PostgreSQL: ``initdb`` into a fresh directory and
+``pg_ctl start`` on a free loopback port, its unix socket in that directory, stopped by the pid in
+its ``postmaster.pid``. PostgreSQL refuses to run as root, so as root the server runs as the
+unprivileged user ``nobody`` (its directory is created for it, outside the caller's directory,
+which root's private temporary directories would not let it reach). Needs psycopg (the
+``postgres`` extra) and ``initdb``/``pg_ctl`` from PATH or ``/usr/lib/postgresql/*/bin``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 
@@ -45,18 +56,40 @@ def redis_binary(name: str = "redis-server") -> str:
     """
     path = shutil.which(name)
     if path is None:
-        message = (
+        _missing(
             f"{name} is not on PATH: the Redis tests did NOT run. Install Redis 7 "
             "(for example `apt-get install redis-server`) to run them."
         )
-        if "pytest" in sys.modules:
-            import pytest
-
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-        raise MissingServer(message)
     return path
+
+
+def postgres_binary(name: str) -> str:
+    """The path of PostgreSQL's ``name`` (``initdb``, ``pg_ctl``): on PATH, or in Debian's
+    ``/usr/lib/postgresql/<version>/bin`` (newest first); missing as in :func:`redis_binary`."""
+    path = shutil.which(name)
+    if path is None:
+        found = sorted(
+            glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+            key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+        )
+        path = found[-1] if found else None
+    if path is None:
+        _missing(
+            f"{name} is not on PATH nor in /usr/lib/postgresql/*/bin: the PostgreSQL tests did "
+            "NOT run. Install PostgreSQL (for example `apt-get install postgresql`) to run them."
+        )
+    return path
+
+
+def _missing(message: str) -> NoReturn:
+    """Skip the test loudly under pytest (fail it when ``CI=true``); else raise MissingServer."""
+    if "pytest" in sys.modules:
+        import pytest
+
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    raise MissingServer(message)
 
 
 def free_port(*, with_bus: bool = False) -> int:
@@ -320,3 +353,140 @@ class RedisSentinel:
         """Stop the sentinel by its pid."""
         if self.process is not None and self.process.poll() is None:
             terminate(self.process)
+
+
+class PostgresServer:
+    """One PostgreSQL server that the tests own: ``initdb`` into a fresh directory, then
+    ``pg_ctl start`` on a free loopback port, with trust authentication for its superuser
+    ``postgres`` on loopback only.
+
+    :param directory: where the log goes; the data directory is created beside it (as root, a
+        new directory under the system's temporary directory owned by ``nobody``).
+    :param settings: extra server settings, such as ``{"max_connections": "20"}``.
+    """
+
+    def __init__(self, directory: Path, settings: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.settings = settings or {}
+        self.port = free_port()
+        self._user: str | None = None
+        self.data: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``postgresql://`` URL of the database ``postgres`` as the superuser."""
+        return self.url_of("postgres")
+
+    def url_of(self, dbname: str) -> str:
+        """The ``postgresql://`` URL of the database ``dbname`` as the superuser."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    @property
+    def pid(self) -> int:
+        """The process id of the running postmaster (from ``postmaster.pid``)."""
+        assert self.data is not None
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def _run(self, *command: str, timeout: float = 60) -> None:
+        done = subprocess.run(
+            command,
+            user=self._user,
+            group=None if self._user is None else pwd.getpwnam(self._user).pw_gid,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{command[0]} {command[1]} failed ({done.returncode}):\n{output}")
+
+    def start(self) -> PostgresServer:
+        """``initdb`` on first start, then ``pg_ctl start`` and wait until it accepts queries."""
+        initdb = postgres_binary("initdb")
+        pg_ctl = postgres_binary("pg_ctl")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.data is None:
+            if os.geteuid() == 0:
+                self._user = "nobody"
+                entry = pwd.getpwnam(self._user)
+                home = Path(tempfile.mkdtemp(prefix="keepsake-pg-"))
+                os.chown(home, entry.pw_uid, entry.pw_gid)
+            else:
+                home = self.directory
+            self.data = home / "data"
+            self._run(
+                initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
+            )  # fmt: skip
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.data.parent),
+            "fsync": "off",
+            "full_page_writes": "off",
+            "max_connections": "100",
+            "shared_buffers": "32MB",
+            **self.settings,
+        }
+        options = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        self._run(
+            pg_ctl, "start", "-D", str(self.data), "-w", "-t", str(int(STARTUP_TIMEOUT * 3)),
+            "-l", str(self.data.parent / "postgres.log"), "-o", options,
+        )  # fmt: skip
+        return self
+
+    def log_text(self) -> str:
+        """The server's log so far."""
+        assert self.data is not None
+        return (self.data.parent / "postgres.log").read_text(errors="replace")
+
+    def execute(self, statement: str, params: Any = None, *, dbname: str = "postgres") -> Any:
+        """Run one statement as the superuser on a fresh connection; return its rows, if any."""
+        import psycopg
+
+        with psycopg.connect(self.url_of(dbname), autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(statement, params)
+            return cursor.fetchall() if cursor.description is not None else None
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server by its pid: SIGINT for ``fast`` (ends sessions), SIGTERM for
+        ``smart``, SIGQUIT for ``immediate`` (as a crash would); wait until it is gone."""
+        if self.data is None or not (self.data / "postmaster.pid").exists():
+            return
+        pid = self.pid
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+
+    def restart(self) -> None:
+        """Stop (fast) and start again on the same port, keeping the data."""
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        """Stop the server and delete its data directory."""
+        self.stop()
+        if self.data is not None:
+            shutil.rmtree(self.data.parent if self._user else self.data, ignore_errors=True)
+            self.data = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (its parent, pg_ctl's shell, has exited).
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
