@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: The runtime dependencies, the Redis extra and the extensions Keepsake integrates with: pinned
 #: to their declared lower bounds by ``lowest``.
-LOWEST_OF = {"redis", "hiredis", "flask-login", "flask-wtf"}
+LOWEST_OF = {"redis", "hiredis", "psycopg", "psycopg-pool", "flask-login", "flask-wtf"}
 
 
 def run(*cmd: str | Path, cwd: Path = ROOT) -> None:
