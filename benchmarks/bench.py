@@ -173,7 +173,7 @@ def build_app(variant: str, workload: str, ctx: Context) -> Flask:
 
 
 def environ(path: str, cookie: str | None = None) -> dict[str, Any]:
-    headers = {"Cookie": cookie} if cookie else {}
+    headers = [("Cookie", cookie)] if cookie else []
     builder = EnvironBuilder(path=path, base_url="https://bench.example/", headers=headers)
     try:
         return builder.get_environ()
@@ -189,9 +189,12 @@ class Caller:
         self.status = ""
         self.cookies: list[str] = []
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
         self.status = status
         self.cookies = [v for k, v in headers if k == "Set-Cookie"]
+        return len
 
     def __call__(self, env: dict[str, Any]) -> bytes:
         body = self.wsgi(dict(env), self.start_response)
@@ -319,20 +322,56 @@ def versions() -> dict[str, str]:
     return {f"keepsake_{k}": v for k, v in found.items()}
 
 
+def rounds(args: argparse.Namespace, redis_url: str) -> Path:
+    """Run the whole list ``--rounds`` times, each round with a share of the processes, into one
+    JSON file (pyperf's ``--append``): every benchmark then has values from every part of the
+    run, so a busy minute on a shared machine does not land on one benchmark only."""
+    out = Path(args.output or tempfile.mktemp(prefix="bench-", suffix=".json"))
+    if out.exists():
+        raise SystemExit(f"{out} exists; pyperf appends to it, so choose a new file.")
+    own = {"-o", "--output", "--rounds", "--processes", "--values", "--plots"}
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg in own or arg in ("--fast", "--rigorous"):
+            skip = arg in own
+            continue
+        if not any(arg.startswith(f"{o}=") for o in own):
+            argv.append(arg)
+    per_round = max(1, args.processes // args.rounds)
+    for n in range(args.rounds):
+        print(f"Round {n + 1} of {args.rounds}: {per_round} processes per benchmark", flush=True)
+        subprocess.run(
+            [sys.executable, __file__, *argv, "--rounds", "1", "--no-report", "--redis-url",
+             redis_url, "--processes", str(per_round), "--values", str(args.values), "--append",
+             str(out), *(("--reverse",) if n % 2 else ())],
+            check=True,
+        )  # fmt: skip
+    return out
+
+
 def main() -> None:
     def worker_args(cmd: list[str], args: argparse.Namespace) -> None:
         # pyperf starts workers with its own options only; ours are passed on.
         cmd.extend(("--redis-url", args.redis_url or "", "--only", args.only))
         if args.sqlalchemy:
             cmd.extend(("--sqlalchemy", args.sqlalchemy))
+        if args.reverse:
+            cmd.append("--reverse")
 
     # 12 worker processes instead of pyperf's 20 keep the full run under 15 minutes.
     runner = pyperf.Runner(processes=12, add_cmdline_args=worker_args, metadata=versions())
-    runner.argparser.add_argument("--only", default="", help="run the benchmarks matching this")
-    runner.argparser.add_argument("--sqlalchemy", help="Flask-Session's database URL")
-    runner.argparser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    add = runner.argparser.add_argument
+    add("--only", default="", help="run the benchmarks whose name matches this expression")
+    add("--sqlalchemy", help="Flask-Session's database URL (default: a SQLite file)")
+    add("--rounds", type=int, default=4, help="run the list this many times (default 4)")
+    add("--plots", type=Path, metavar="DIR", help="draw the plots into DIR at the end")
+    for hidden in ("--reverse", "--no-report"):
+        add(hidden, action="store_true", help=argparse.SUPPRESS)
+    add("--redis-url", help=argparse.SUPPRESS)
     args = runner.parse_args()
     chosen = [b for b in benchmarks() if re.search(args.only, b[0])]
+    if args.reverse:
+        chosen.reverse()
     if args.worker and chosen[args.worker_task][1] == "redis-nohiredis":
         sys.modules["hiredis"] = None  # type: ignore[assignment]  # redis-py falls back
     # The memory store warns that it is not for production; a benchmark knows.
@@ -345,18 +384,22 @@ def main() -> None:
             server = RedisServer(directory / "redis").start()
             stack.callback(server.stop)
             args.redis_url = server.url
-        ctx = Context(args, directory)
-        results = []
-        for name, variant, workload in chosen:
-            timer = floor_timer if variant == "floor" else None
-            func = timer(workload, ctx) if timer else request_timer(variant, workload, ctx)
-            result = runner.bench_time_func(name, func)
-            if result is not None:
-                results.append(result)
-    if not args.worker and results:
+        if not args.worker and args.rounds > 1:
+            suite = pyperf.BenchmarkSuite.load(str(rounds(args, args.redis_url)))
+        else:
+            ctx = Context(args, directory)
+            results = []
+            for name, variant, workload in chosen:
+                timer = floor_timer if variant == "floor" else None
+                func = timer(workload, ctx) if timer else request_timer(variant, workload, ctx)
+                result = runner.bench_time_func(name, func)
+                if result is not None:
+                    results.append(result)
+            suite = pyperf.BenchmarkSuite(results) if results else None
+    if not args.worker and not args.no_report and suite is not None:
         from report import report
 
-        report(pyperf.BenchmarkSuite(results))
+        report(suite, args.plots)
 
 
 if __name__ == "__main__":

@@ -76,10 +76,16 @@ def tables(res: Results) -> str:
         f"{k.removeprefix('keepsake_')} {v}" for k, v in sorted(meta.items()) if "keepsake_" in k
     )
     first = res.suite.get_benchmarks()[0].get_metadata()
+    runs = [r.get_metadata() for b in res.suite.get_benchmarks() for r in b.get_runs()]
+    loads = sorted(float(m["load_avg_1min"]) for m in runs if "load_avg_1min" in m)
+    start, end = res.suite.get_dates() or (None, None)
     out.append(
-        f"Machine: {first.get('cpu_count', '?')} CPUs ({first.get('cpu_model_name', '?')}), "
-        f"load average {first.get('load_avg_1min', '?')} at the first benchmark; "
-        f"Python {first.get('python_version', '?')}; {facts}."
+        f"Run: {start:%Y-%m-%d %H:%M} to {end:%H:%M} (UTC). Machine: "
+        f"{first.get('cpu_count', '?')} CPUs ({first.get('cpu_model_name', '?')}), load "
+        f"average (1 min) {loads[0]:.1f} to {loads[-1]:.1f}, median {statistics.median(loads):.1f}"
+        f"; Python {first.get('python_version', '?')}; {facts}."
+        if loads and start and end
+        else f"Python {first.get('python_version', '?')}; {facts}."
     )
     out.append("Baseline (Flask, no session), µs per request:")
     out.append(_table(list(WORKLOADS), [[_us(res.us.get(f"baseline/{w}")) for w in WORKLOADS]]))
@@ -97,19 +103,19 @@ def tables(res: Results) -> str:
     out.append(_table(["variant", *WORKLOADS], rows))
     out.append("Store floors, µs per operation (tight loop), and overhead / floor:")
     floors = {f: res.us.get(f"floor/{f}") for f in ("sqlite-read", "sqlite-write")}
-    floors.update({f: res.us.get(f"floor/{f}") for f in ("redis-read", "redis-write")})
+    floors |= {f: res.us.get(f"floor/{f}") for f in ("redis-read", "redis-write")}
     names = {"sqlite-read": "SQLite SELECT by key", "sqlite-write": "SQLite SELECT + UPDATE"}
     names.update({"redis-read": "Redis GET", "redis-write": "Redis GET, then SET"})
     out.append(_table(["floor", "µs"], [[names[f], _us(v)] for f, v in floors.items()]))
     rows = []
     for variant, (read, write) in FLOORS.items():
-        r, w = res.overhead(variant, "read"), res.overhead(variant, "write")
+        ro, wo = res.overhead(variant, "read"), res.overhead(variant, "write")
         fr, fw = floors[read], floors[write]
         rows.append(
             [
                 {**PEERS, **STORES}[variant],
-                f"{_us(r)} / {names[read]}: {_x(r / fr if r and fr else None)}",
-                f"{_us(w)} / {names[write]}: {_x(w / fw if w and fw else None)}",
+                f"{_us(ro)} / {names[read]}: {_x(ro / fr if ro and fr else None)}",
+                f"{_us(wo)} / {names[write]}: {_x(wo / fw if wo and fw else None)}",
             ]
         )
     out.append(_table(["variant", "read / floor", "write / floor"], rows))

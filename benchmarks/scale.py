@@ -137,12 +137,13 @@ class Sized:
         def apply(i: int) -> None:
             store.apply(keys[i], {"theme": f'"t{i}"'}, (), time.time())
 
-        return {
-            "load": load,
-            "apply": apply,
-            "read": lambda i: call(envs["read"][i]),
-            "write": lambda i: call(envs["write"][i]),
-        }
+        def read(i: int) -> None:
+            call(envs["read"][i])
+
+        def write(i: int) -> None:
+            call(envs["write"][i])
+
+        return {"load": load, "apply": apply, "read": read, "write": write}
 
     def close(self) -> None:
         self.store.close()
