@@ -218,6 +218,16 @@ def request_timer(variant: str, workload: str, ctx: Context) -> Callable[[int], 
         body = call(env)
         if not call.status.startswith("200") or (workload == "read" and body != b"ada"):
             raise RuntimeError(f"{variant}/{workload}: {call.status} {body[:200]!r}")
+        if workload.startswith("login") and variant != "baseline":
+            # The check above signed in once: its old token is a tombstone now, and a request
+            # that carries it is not a login. Go on from the new token, and check that every
+            # login issues the next one.
+            for n in range(3):
+                if not call.cookies:
+                    raise RuntimeError(f"{variant}/{workload}: a login issued no cookie")
+                env["HTTP_COOKIE"] = call.cookies[0].split(";", 1)[0]
+                if n < 2:
+                    call(env)
         state.update(call=call, env=env)
 
     def run(loops: int) -> float:
