@@ -119,6 +119,17 @@ def tables(res: Results) -> str:
             ]
         )
     out.append(_table(["variant", "read / floor", "write / floor"], rows))
+    out.append("Keepsake on Redis against Flask-Session on the same server, overhead µs (ratio):")
+    rows = []
+    for w in WORKLOADS:
+        fs = res.overhead("fs-redis", w)
+        cells = [w, _us(fs)]
+        for variant in ("redis", "redis-cache"):
+            cells.append(
+                f"{_us(res.overhead(variant, w))} ({_x(res.ratio(variant, w, 'fs-redis'))})"
+            )
+        rows.append(cells)
+    out.append(_table(["workload", "Flask-Session", "Keepsake", "Keepsake, local cache"], rows))
     out.append("Login (a rename to a new token), overhead µs, rotation grace 60 s against 0:")
     rows = []
     for variant, label in STORES.items():
@@ -161,7 +172,7 @@ def plots(res: Results, directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     labels = {**PEERS, **STORES}
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(10, 6))
     width = 0.8 / len(labels)
     for i, (variant, label) in enumerate(labels.items()):
         values = [max(res.overhead(variant, w) or 0.0, 0.5) for w in WORKLOADS]
@@ -175,7 +186,7 @@ def plots(res: Results, directory: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_ylabel("overhead over a request without a session (µs, median)")
     ax.set_title("What a session costs per request (in-process WSGI, pyperf medians)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.07))
     fig.tight_layout()
     path = directory / "perf-overhead.png"
     fig.savefig(path, dpi=110)

@@ -90,7 +90,7 @@ def run(variant: str, args: argparse.Namespace, server: RedisServer, directory: 
         ]
     return (
         f"| {variant} | {float(total['Requests/s']):.0f} | {total['50%']} | {total['99%']} | "
-        f"{total['Request Count']} | {total['Failure Count']} {'; '.join(kinds[:3])} |"
+        f"{total['Request Count']} | {' '.join([total['Failure Count'], *kinds[:3]])} |"
     )
 
 
