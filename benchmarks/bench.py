@@ -24,7 +24,7 @@ of the session. Redis is a private ``redis-server`` on a free loopback port, sta
 
 ::
 
-    python benchmarks/bench.py -o bench.json                  # full run, about 15 minutes
+    python benchmarks/bench.py -o bench.json                  # full run, about 14 minutes
     python benchmarks/bench.py --fast -o quick.json           # a rough look
     python benchmarks/bench.py --only sqlite/ --fast          # benchmarks whose name matches
     python benchmarks/bench.py --sqlalchemy postgresql+psycopg://postgres@127.0.0.1/keepsake_bench
@@ -336,7 +336,7 @@ def rounds(args: argparse.Namespace, redis_url: str) -> Path:
     """Run the whole list ``--rounds`` times, each round with a share of the processes, into one
     JSON file (pyperf's ``--append``): every benchmark then has values from every part of the
     run, so a busy minute on a shared machine does not land on one benchmark only."""
-    out = Path(args.output or tempfile.mktemp(prefix="bench-", suffix=".json"))
+    out = Path(args.output or Path(tempfile.mkdtemp(prefix="bench-")) / "bench.json")
     if out.exists():
         raise SystemExit(f"{out} exists; pyperf appends to it, so choose a new file.")
     own = {"-o", "--output", "--rounds", "--processes", "--values", "--plots"}
