@@ -18,15 +18,22 @@ from .store_registry import POSTGRES_DB, STORES
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Engine tests run on the memory store, those marked ``every_store`` on every store.
+    """Engine tests run on the memory store, those marked ``every_store`` on every store, and
+    those marked ``stores("a", "b")`` on the stores named.
 
     The contract suite (``tests/stores``) proves that the stores behave alike; an engine test
     runs on each of them only where what it checks goes through the store's own code (deltas,
     rotation, expiry, faults, the CLI's store calls).
     """
     if "engine_store" in metafunc.fixturenames:
-        every = metafunc.definition.get_closest_marker("every_store") is not None
-        metafunc.parametrize("engine_store", list(STORES) if every else ["memory"], indirect=True)
+        chosen = metafunc.definition.get_closest_marker("stores")
+        if chosen is not None:
+            names = list(chosen.args)
+        elif metafunc.definition.get_closest_marker("every_store") is not None:
+            names = list(STORES)
+        else:
+            names = ["memory"]
+        metafunc.parametrize("engine_store", names, indirect=True)
 
 
 @pytest.fixture

@@ -14,21 +14,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_keepsake import Keepsake
-from flask_keepsake.stores.base import Store
 from flask_keepsake.stores.redis import RedisStore
 from flask_keepsake.testing import FakeClock, StoreSpy
 from flask_keepsake.testing.servers import RedisServer
 
 from .conftest import AppFactory, add_routes, spy
-from .store_registry import STORES
 
-
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-local-cache"])
-def engine_store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """A real, empty store of each single-server kind (overrides the conftest fixture)."""
-    store = STORES[request.param].factory(request)
-    yield store
-    store.close()
+#: The single-server stores: a cluster adds nothing here but start-up time.
+pytestmark = pytest.mark.stores("memory", "sqlite", "redis", "redis-local-cache", "postgres")
 
 
 def _signed_in(app: Flask) -> FlaskClient:
