@@ -43,8 +43,7 @@ VALUES = st.one_of(
     st.builds(lambda: tokens.new_token()),
 )
 
-#: What these tests check goes through each store's own code: run them on every store.
-pytestmark = pytest.mark.every_store
+
 PAIRS = st.lists(st.tuples(NAMES, VALUES), max_size=5)
 SEPARATORS = st.sampled_from(["; ", ";", ", ", " ;", ";;", "\t;"])
 
@@ -87,6 +86,7 @@ def test_arbitrary_cookie_headers_never_500(
         assert SECRET.encode() not in response.data
 
 
+@pytest.mark.every_store  # a store's key encoding must not let a near miss match
 @FUZZ
 @given(mutation=st.integers(min_value=0, max_value=42), char=st.sampled_from("AQgw09-_"))
 def test_near_miss_tokens_never_match(make_app: AppFactory, mutation: int, char: str) -> None:
@@ -124,6 +124,7 @@ JSONISH: Any = st.recursive(
 HOSTILE = st.one_of(JSONISH, st.sets(st.integers(), max_size=3), st.builds(object))
 
 
+@pytest.mark.every_store  # each store encodes values its own way (JSON patch, hash, JSONB)
 @FUZZ
 @given(value=HOSTILE)
 def test_any_session_value_round_trips_or_raises_type_error(
