@@ -66,6 +66,7 @@ STORES = {
     "redis": "{redis}",
     "redis-cache": "{redis}?local_cache=10000",
     "redis-nohiredis": "{redis}",
+    "postgres": "{postgres}",
 }
 PATHS = {"login-grace-0": "/login", "flask-login": "/untouched"}
 
@@ -77,6 +78,16 @@ class Context:
         self.dir, self.flush = directory, flush
         self.redis: str = args.redis_url or ""
         self.sqlalchemy: str = args.sqlalchemy or f"sqlite:///{directory}/flask-session.sqlite3"
+        self.postgres: str = args.postgres or ""
+
+    def empty_postgres(self) -> None:
+        """Empty Keepsake's tables in the benchmark database (created on first use)."""
+        import psycopg
+
+        with psycopg.connect(self.postgres, autocommit=True) as conn:
+            exists = conn.execute("SELECT to_regclass('keepsake_sessions')").fetchone()
+            if exists and exists[0]:
+                conn.execute("TRUNCATE keepsake_sessions, keepsake_sessions_tombstones")
 
     def flush_redis(self) -> None:
         """Empty the Redis database (and, in ``build_app``, Flask-Session's table)."""
@@ -159,7 +170,9 @@ def build_app(variant: str, workload: str, ctx: Context) -> Flask:
     elif variant != "baseline":
         if variant.startswith("redis"):
             ctx.flush_redis()
-        url = STORES[variant].format(dir=ctx.dir, redis=ctx.redis)
+        elif variant == "postgres" and ctx.flush:
+            ctx.empty_postgres()
+        url = STORES[variant].format(dir=ctx.dir, redis=ctx.redis, postgres=ctx.postgres)
         grace = 0 if workload == "login-grace-0" else 60
         app.config.update(KEEPSAKE_STORE=url, KEEPSAKE_ROTATION_GRACE=grace)
         keepsake = Keepsake(app)
@@ -276,6 +289,23 @@ def floor_timer(name: str, ctx: Context) -> Callable[[int], float]:
                 read()
                 conn.execute(update, (text, key))
 
+        elif name.startswith("postgres"):
+            import psycopg
+
+            call = Caller(build_app("postgres", "read", ctx))
+            call(environ("/seed"))
+            conn = psycopg.connect(ctx.postgres, autocommit=True, prepare_threshold=0)
+            (key,) = conn.execute("SELECT key FROM keepsake_sessions LIMIT 1").fetchone() or (b"",)
+            pg_select = "SELECT data FROM keepsake_sessions WHERE key = %s AND expires_at > %s"
+            pg_update = "UPDATE keepsake_sessions SET data = %s::jsonb WHERE key = %s"
+
+            def read() -> None:
+                conn.execute(pg_select, (key, time.time())).fetchone()
+
+            def write() -> None:
+                read()
+                conn.execute(pg_update, (text, key))
+
         else:
             import redis
 
@@ -304,9 +334,11 @@ def floor_timer(name: str, ctx: Context) -> Callable[[int], float]:
     return run
 
 
-def benchmarks() -> Iterator[tuple[str, str, str]]:
-    """(name, variant, workload) of every benchmark, in the order they run."""
-    for variant in ("baseline", "flask-cookie", "fs-redis", "fs-sqlalchemy", *STORES):
+def benchmarks(postgres: bool) -> Iterator[tuple[str, str, str]]:
+    """(name, variant, workload) of every benchmark, in the order they run; the PostgreSQL
+    store and floors only with ``--postgres``."""
+    stores = [v for v in STORES if postgres or v != "postgres"]
+    for variant in ("baseline", "flask-cookie", "fs-redis", "fs-sqlalchemy", *stores):
         workloads: tuple[str, ...] = WORKLOADS
         if variant == "redis-nohiredis":
             workloads = ("read", "write")
@@ -316,7 +348,10 @@ def benchmarks() -> Iterator[tuple[str, str, str]]:
             workloads = (*WORKLOADS, "login", "flask-login")
         for workload in workloads:
             yield f"{variant}/{workload}", variant, workload
-    for floor in ("sqlite-read", "sqlite-write", "redis-read", "redis-write"):
+    floors = ["sqlite-read", "sqlite-write", "redis-read", "redis-write"]
+    if postgres:
+        floors += ["postgres-read", "postgres-write"]
+    for floor in floors:
         yield f"floor/{floor}", "floor", floor
 
 
@@ -365,6 +400,8 @@ def main() -> None:
         cmd.extend(("--redis-url", args.redis_url or "", "--only", args.only))
         if args.sqlalchemy:
             cmd.extend(("--sqlalchemy", args.sqlalchemy))
+        if args.postgres:
+            cmd.extend(("--postgres", args.postgres))
         if args.reverse:
             cmd.append("--reverse")
 
@@ -373,13 +410,14 @@ def main() -> None:
     add = runner.argparser.add_argument
     add("--only", default="", help="run the benchmarks whose name matches this expression")
     add("--sqlalchemy", help="Flask-Session's database URL (default: a SQLite file)")
+    add("--postgres", help="a PostgreSQL URL for Keepsake's PostgreSQL store and floors")
     add("--rounds", type=int, default=4, help="run the list this many times (default 4)")
     add("--plots", type=Path, metavar="DIR", help="draw the plots into DIR at the end")
     for hidden in ("--reverse", "--no-report"):
         add(hidden, action="store_true", help=argparse.SUPPRESS)
     add("--redis-url", help=argparse.SUPPRESS)
     args = runner.parse_args()
-    chosen = [b for b in benchmarks() if re.search(args.only, b[0])]
+    chosen = [b for b in benchmarks(bool(args.postgres)) if re.search(args.only, b[0])]
     if args.reverse:
         chosen.reverse()
     if args.worker and chosen[args.worker_task][1] == "redis-nohiredis":

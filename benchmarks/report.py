@@ -27,6 +27,7 @@ STORES = {
     "sqlite": "Keepsake (SQLite)",
     "redis": "Keepsake (Redis)",
     "redis-cache": "Keepsake (Redis, local cache)",
+    "postgres": "Keepsake (PostgreSQL)",
 }
 #: The floors each row is compared with: (read floor, write floor).
 FLOORS = {
@@ -34,6 +35,8 @@ FLOORS = {
     "redis": ("redis-read", "redis-write"),
     "redis-cache": ("redis-read", "redis-write"),
     "fs-redis": ("redis-read", "redis-write"),
+    "postgres": ("postgres-read", "postgres-write"),
+    "fs-sqlalchemy": ("postgres-read", "postgres-write"),
 }
 
 
@@ -102,13 +105,18 @@ def tables(res: Results) -> str:
         rows.append(cells)
     out.append(_table(["variant", *WORKLOADS], rows))
     out.append("Store floors, µs per operation (tight loop), and overhead / floor:")
-    floors = {f: res.us.get(f"floor/{f}") for f in ("sqlite-read", "sqlite-write")}
-    floors |= {f: res.us.get(f"floor/{f}") for f in ("redis-read", "redis-write")}
     names = {"sqlite-read": "SQLite SELECT by key", "sqlite-write": "SQLite SELECT + UPDATE"}
     names.update({"redis-read": "Redis GET", "redis-write": "Redis GET, then SET"})
-    out.append(_table(["floor", "µs"], [[names[f], _us(v)] for f, v in floors.items()]))
+    names.update(
+        {"postgres-read": "PostgreSQL SELECT", "postgres-write": "PostgreSQL SELECT + UPDATE"}
+    )
+    floors = {f: res.us.get(f"floor/{f}") for f in names}
+    shown = [[names[f], _us(v)] for f, v in floors.items() if v is not None]
+    out.append(_table(["floor", "µs"], shown))
     rows = []
     for variant, (read, write) in FLOORS.items():
+        if floors[read] is None or res.overhead(variant, "read") is None:
+            continue
         ro, wo = res.overhead(variant, "read"), res.overhead(variant, "write")
         fr, fw = floors[read], floors[write]
         rows.append(
@@ -130,6 +138,21 @@ def tables(res: Results) -> str:
             )
         rows.append(cells)
     out.append(_table(["workload", "Flask-Session", "Keepsake", "Keepsake, local cache"], rows))
+    if res.overhead("postgres", "read") is not None:
+        out.append(
+            "Keepsake on PostgreSQL against Flask-Session's SQLAlchemy backend (on the database "
+            "--sqlalchemy names), overhead µs (ratio):"
+        )
+        rows = [
+            [
+                w,
+                _us(res.overhead("fs-sqlalchemy", w)),
+                f"{_us(res.overhead('postgres', w))} "
+                f"({_x(res.ratio('postgres', w, 'fs-sqlalchemy'))})",
+            ]
+            for w in WORKLOADS
+        ]
+        out.append(_table(["workload", "Flask-Session", "Keepsake"], rows))
     out.append("Login (a rename to a new token), overhead µs, rotation grace 60 s against 0:")
     rows = []
     for variant, label in STORES.items():
@@ -171,7 +194,7 @@ def plots(res: Results, directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    labels = {**PEERS, **STORES}
+    labels = {v: k for v, k in {**PEERS, **STORES}.items() if res.overhead(v, "read") is not None}
     fig, ax = plt.subplots(figsize=(10, 6))
     width = 0.8 / len(labels)
     for i, (variant, label) in enumerate(labels.items()):
