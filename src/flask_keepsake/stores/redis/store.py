@@ -91,7 +91,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ...errors import StoreUnavailable
@@ -1074,39 +1074,25 @@ class RedisStore(AdminStore):
         ukey = self._ukey(user_id)
         keep = None if except_key is None else _b(except_key)
         args = [_num(now), b"", b"1", _b(user_id), b"0"]
+        live = 0
+
+        def settle(member: bytes, score: float, result: Any) -> tuple[bool, bytes | None]:
+            nonlocal live
+            status = result[0]
+            if status in (1, 2):
+                live += status == 2
+                if result[1] is not None:
+                    cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
+                return True, None
+            if status == 3:
+                successor = _bytes(result[1])
+                return True, None if successor == keep else successor
+            return status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE), None
+
+        cleanup: list[_Call] = []
         try:
             pending = [(m, s) for m, s in self._members(ukey) if m != keep]
-            live = 0
-            remove: list[bytes] = []
-            cleanup: list[_Call] = []
-            for _ in range(MAX_FOLLOW + 1):
-                if not pending:
-                    break
-                results = self._pipeline(
-                    [(self._scripts.delete_if, [self._skey(m)], args) for m, _ in pending]
-                )
-                self._evict(*(self._skey(m) for m, _ in pending))
-                renamed: list[tuple[bytes, float]] = []
-                for (member, score), result in zip(pending, results, strict=True):
-                    if isinstance(result, Exception):
-                        raise result
-                    status = result[0]
-                    if status in (1, 2):
-                        live += status == 2
-                        remove.append(member)
-                        if result[1] is not None:
-                            cleanup.append(("ZREM", [self._hkey(result[1])], [member]))
-                    elif status == 3:
-                        remove.append(member)
-                        if (successor := _bytes(result[1])) != keep:
-                            renamed.append((successor, now))
-                    elif status in (-1, -3) or (status == 0 and score < now - INDEX_GRACE):
-                        remove.append(member)
-                pending = renamed
-            if remove:
-                cleanup.append(("ZREM", [ukey], remove))
-            if cleanup:
-                self._pipeline(cleanup)
+            self._delete_indexed(ukey, pending, args, now, settle, cleanup)
         except self._error as exc:
             raise self._unavailable(exc) from exc
         return live
@@ -1127,45 +1113,68 @@ class RedisStore(AdminStore):
             b"" if user_id is None else _b(user_id),
             b"1",
         ]
+        found: bytes | None = None
+        owner: bytes | None = None
+
+        def settle(member: bytes, score: float, result: Any) -> tuple[bool, bytes | None]:
+            nonlocal found, owner
+            status = result[0]
+            if status == 2:
+                if found is None:
+                    found, owner = member, result[2]
+                if result[2] is not None:
+                    cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
+                return True, None
+            if status == 3:
+                return True, _bytes(result[1])
+            return status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE), None
+
+        cleanup: list[_Call] = []
         try:
-            pending = self._members(hkey)
-            found: bytes | None = None
-            owner: bytes | None = None
-            remove: list[bytes] = []
-            cleanup: list[_Call] = []
-            for _ in range(MAX_FOLLOW + 1):
-                if not pending:
-                    break
-                results = self._pipeline(
-                    [(self._scripts.delete_if, [self._skey(m)], args) for m, _ in pending]
-                )
-                self._evict(*(self._skey(m) for m, _ in pending))
-                renamed: list[tuple[bytes, float]] = []
-                for (member, score), result in zip(pending, results, strict=True):
-                    if isinstance(result, Exception):
-                        raise result
-                    status = result[0]
-                    if status == 2:
-                        if found is None:
-                            found, owner = member, result[2]
-                        remove.append(member)
-                        if result[2] is not None:
-                            cleanup.append(("ZREM", [self._ukey(result[2])], [member]))
-                    elif status == 3:
-                        remove.append(member)
-                        renamed.append((_bytes(result[1]), now))
-                    elif status in (-1, -2) or (status == 0 and score < now - INDEX_GRACE):
-                        remove.append(member)
-                pending = renamed
-            if remove:
-                cleanup.append(("ZREM", [hkey], remove))
-            if cleanup:
-                self._pipeline(cleanup)
+            self._delete_indexed(hkey, self._members(hkey), args, now, settle, cleanup)
         except self._error as exc:
             raise self._unavailable(exc) from exc
         if found is None:
             return None
         return _s(found), None if owner is None else _s(owner)
+
+    def _delete_indexed(
+        self,
+        index: bytes,
+        pending: list[tuple[bytes, float]],
+        args: list[bytes],
+        now: float,
+        settle: Callable[[bytes, float, Any], tuple[bool, bytes | None]],
+        cleanup: list[_Call],
+    ) -> None:
+        """Run ``delete_if`` on every session an index names, following tombstones.
+
+        ``settle`` reads one script result: whether to drop the member from ``index``, and the
+        successor to try next when the session was renamed after the index was read. It may add
+        calls to ``cleanup``, which goes out with the index's own clean-up in one pipeline.
+        """
+        remove: list[bytes] = []
+        for _ in range(MAX_FOLLOW + 1):
+            if not pending:
+                break
+            results = self._pipeline(
+                [(self._scripts.delete_if, [self._skey(m)], args) for m, _ in pending]
+            )
+            self._evict(*(self._skey(m) for m, _ in pending))
+            renamed: list[tuple[bytes, float]] = []
+            for (member, score), result in zip(pending, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                drop, successor = settle(member, score, result)
+                if drop:
+                    remove.append(member)
+                if successor is not None:
+                    renamed.append((successor, now))
+            pending = renamed
+        if remove:
+            cleanup.append(("ZREM", [index], remove))
+        if cleanup:
+            self._pipeline(cleanup)
 
     def purge_expired(self, now: float, batch_size: int = 1000) -> int:
         """Return 0: Redis removes expired records, tombstones and markers itself, by their TTL."""
